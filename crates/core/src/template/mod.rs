@@ -1,0 +1,1 @@
+//! Go text/template (engine v2) rendering for ExternalSecret templates.
