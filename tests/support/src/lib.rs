@@ -1,1 +1,25 @@
 #![forbid(unsafe_code)]
+//! Real servers for refsync's integration tests.
+//!
+//! Each server is started on a free 127.0.0.1 port the first time a test in
+//! the current test binary asks for it (`KubeEnv::shared()`,
+//! `OpenBao::shared()`, `Moto::shared()`) and is shared by all tests of that
+//! binary; tests isolate themselves with unique namespaces, mounts, paths and
+//! name prefixes. Servers run behind a small `sh` watchdog that stops them
+//! and deletes their data directories as soon as the test process exits,
+//! however it exits.
+//!
+//! Binaries are the pinned versions installed by `tests/servers/install.sh`
+//! under `~/.cache/refsync/` (see [`bins`]); a missing binary or a server
+//! that does not become ready is a test failure, never a skip.
+
+pub mod bins;
+pub mod kube_env;
+pub mod moto;
+pub mod openbao;
+pub mod process;
+
+pub use kube_env::KubeEnv;
+pub use moto::Moto;
+pub use openbao::OpenBao;
+pub use process::unique_name;

@@ -1,0 +1,130 @@
+//! moto in server mode: an in-memory AWS (Secrets Manager, SSM Parameter
+//! Store, STS, ...) on one HTTP endpoint. It accepts any credentials.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::OnceCell;
+
+use crate::bins;
+use crate::process::{ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name, with_port_retry};
+
+/// Region used with moto.
+pub const REGION: &str = "us-east-1";
+
+/// A running `moto_server`.
+pub struct Moto {
+    proc: ServerProcess,
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl std::fmt::Debug for Moto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Moto").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+static SHARED: OnceCell<Result<Moto, String>> = OnceCell::const_new();
+
+impl Moto {
+    /// The moto server shared by all tests of this test binary, started on
+    /// first use. Panics (failing the test) if it cannot start.
+    pub async fn shared() -> &'static Moto {
+        let r = SHARED
+            .get_or_init(|| async { Moto::start().await.map_err(|e| format!("{e:#}")) })
+            .await;
+        match r {
+            Ok(m) => m,
+            Err(e) => panic!("refsync-testenv: cannot start moto: {e}"),
+        }
+    }
+
+    /// Starts a dedicated moto server (stopped when dropped).
+    pub async fn start() -> anyhow::Result<Moto> {
+        let bin = bins::moto_server()?;
+        let t0 = std::time::Instant::now();
+        let moto = with_port_retry("moto", || async {
+            let dir = server_dir("moto")?;
+            let port = free_port()?;
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let args: Vec<OsString> = vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string().into()];
+            let envs = [("HOME", dir.clone().into_os_string()), ("PYTHONUNBUFFERED", OsString::from("1"))];
+            let proc = ServerProcess::spawn("moto", &bin, &args, &envs, &dir)?;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("reqwest client")?;
+            let probe_url = format!("{endpoint}/moto-api/data.json");
+            let res = proc
+                .wait_ready(start_timeout(60), || {
+                    let (http, url) = (http.clone(), probe_url.clone());
+                    async move { Ok(http.get(&url).send().await?.status().is_success()) }
+                })
+                .await;
+            match res {
+                // moto accepts any credentials; generate throwaway ones.
+                Ok(()) => Ok(Moto {
+                    proc,
+                    endpoint,
+                    access_key_id: format!("TEST{}", random_string(16).to_ascii_uppercase()),
+                    secret_access_key: random_string(40),
+                }),
+                Err(e) => Err(StartError::classify(&proc, e)),
+            }
+        })
+        .await?;
+        eprintln!(
+            "refsync-testenv: moto {} ready at {} in {:.1?}",
+            bins::MOTO_VERSION,
+            moto.endpoint,
+            t0.elapsed()
+        );
+        Ok(moto)
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint URL for every AWS service.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Dummy access key id (moto accepts anything).
+    pub fn access_key_id(&self) -> &str {
+        &self.access_key_id
+    }
+
+    /// Dummy secret access key (moto accepts anything).
+    pub fn secret_access_key(&self) -> &str {
+        &self.secret_access_key
+    }
+
+    /// The region to use ([`REGION`]).
+    pub fn region(&self) -> &'static str {
+        REGION
+    }
+
+    /// A unique name prefix `<prefix>-<random>`: moto has one shared
+    /// account, so tests isolate by secret/parameter name.
+    pub fn unique_prefix(&self, prefix: &str) -> String {
+        unique_name(prefix)
+    }
+
+    /// Environment for a subprocess using the AWS SDK against this server.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_DEFAULT_REGION", REGION.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+
+    /// The last `n` output lines of the server.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.proc.log_tail(n)
+    }
+}
