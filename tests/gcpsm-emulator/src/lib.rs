@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use names::project_number;
+/// Page size used when a list call sends `pageSize=0` (Google's clients always send it).
+pub use store::DEFAULT_PAGE_SIZE;
 
 /// How the emulator authenticates callers.
 #[derive(Debug, Clone, Default)]

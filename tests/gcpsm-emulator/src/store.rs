@@ -12,7 +12,7 @@ use crate::filter::{Field, Filter, Filterable, Kind, Value};
 use crate::names::{Parent, VersionRef, valid_alias};
 
 /// Google's default is larger; a small one makes callers that ignore `nextPageToken` fail fast.
-pub(crate) const DEFAULT_PAGE_SIZE: usize = 25;
+pub const DEFAULT_PAGE_SIZE: usize = 25;
 const MAX_PAGE_SIZE: usize = 25_000;
 const MAX_PAYLOAD: usize = 64 * 1024;
 
