@@ -15,14 +15,19 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("REFSYNC_CACHE_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache").join("refsync")
 }
 
 fn locate(env: &str, rel: String, what: &str) -> anyhow::Result<PathBuf> {
     let (path, origin) = match std::env::var_os(env) {
         Some(p) => (PathBuf::from(p), format!("from ${env}")),
-        None => (cache_dir().join(&rel), format!("default location; override with ${env}")),
+        None => (
+            cache_dir().join(&rel),
+            format!("default location; override with ${env}"),
+        ),
     };
     if !path.is_file() {
         bail!(

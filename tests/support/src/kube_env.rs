@@ -14,18 +14,20 @@ use base64::engine::general_purpose::STANDARD as B64;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{
-    AuthInfo, Cluster, Context as KubeContext, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster,
-    NamedContext,
+    AuthInfo, Cluster, Context as KubeContext, KubeConfigOptions, Kubeconfig, NamedAuthInfo,
+    NamedCluster, NamedContext,
 };
 use kube::{Api, Client, Config};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use tokio::sync::OnceCell;
 
 use crate::bins;
 use crate::process::{
-    ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name, with_port_retry,
+    ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name,
+    with_port_retry,
 };
 
 /// Label put on every namespace created by [`KubeEnv::create_namespace`].
@@ -90,9 +92,14 @@ fn generate_pki() -> anyhow::Result<Pki> {
     serving
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
-    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    serving.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving.signed_by(&serving_key, &ca).context("sign serving cert")?;
+    let serving_cert = serving
+        .signed_by(&serving_key, &ca)
+        .context("sign serving cert")?;
 
     let admin_key = KeyPair::generate()?;
     let mut admin = CertificateParams::new(Vec::<String>::new())?;
@@ -100,9 +107,14 @@ fn generate_pki() -> anyhow::Result<Pki> {
     admin
         .distinguished_name
         .push(DnType::OrganizationName, "system:masters");
-    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    admin.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &ca).context("sign admin cert")?;
+    let admin_cert = admin
+        .signed_by(&admin_key, &ca)
+        .context("sign admin cert")?;
 
     let sa_key = KeyPair::generate()?;
     Ok(Pki {
@@ -241,7 +253,8 @@ impl KubeEnv {
             let server_url = format!("https://127.0.0.1:{port}");
             let p = |f: &str| dir.join(f);
             std::fs::write(p("ca.crt"), &pki.ca_pem).context("write ca.crt")?;
-            std::fs::write(p("apiserver.crt"), &pki.serving_cert_pem).context("write apiserver.crt")?;
+            std::fs::write(p("apiserver.crt"), &pki.serving_cert_pem)
+                .context("write apiserver.crt")?;
             write_private(&p("apiserver.key"), &pki.serving_key_pem)?;
             std::fs::write(p("sa.pub"), &pki.sa_public_pem).context("write sa.pub")?;
             write_private(&p("sa.key"), &pki.sa_private_pem)?;
@@ -325,7 +338,8 @@ impl KubeEnv {
     /// subprocess.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> anyhow::Result<()> {
         let path = path.as_ref();
-        let json = serde_json::to_string_pretty(&self.kubeconfig).context("serialize kubeconfig")?;
+        let json =
+            serde_json::to_string_pretty(&self.kubeconfig).context("serialize kubeconfig")?;
         if path.exists() {
             std::fs::remove_file(path).with_context(|| format!("replace {}", path.display()))?;
         }

@@ -8,7 +8,10 @@ use anyhow::Context;
 use tokio::sync::OnceCell;
 
 use crate::bins;
-use crate::process::{ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name, with_port_retry};
+use crate::process::{
+    ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name,
+    with_port_retry,
+};
 
 /// Region used with moto.
 pub const REGION: &str = "us-east-1";
@@ -23,7 +26,9 @@ pub struct Moto {
 
 impl std::fmt::Debug for Moto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Moto").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("Moto")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,8 +55,16 @@ impl Moto {
             let dir = server_dir("moto")?;
             let port = free_port()?;
             let endpoint = format!("http://127.0.0.1:{port}");
-            let args: Vec<OsString> = vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string().into()];
-            let envs = [("HOME", dir.clone().into_os_string()), ("PYTHONUNBUFFERED", OsString::from("1"))];
+            let args: Vec<OsString> = vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string().into(),
+            ];
+            let envs = [
+                ("HOME", dir.clone().into_os_string()),
+                ("PYTHONUNBUFFERED", OsString::from("1")),
+            ];
             let proc = ServerProcess::spawn("moto", &bin, &args, &envs, &dir)?;
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

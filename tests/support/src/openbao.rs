@@ -7,7 +7,10 @@ use anyhow::{Context, bail};
 use tokio::sync::OnceCell;
 
 use crate::bins;
-use crate::process::{ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name, with_port_retry};
+use crate::process::{
+    ServerProcess, StartError, free_port, random_string, server_dir, start_timeout, unique_name,
+    with_port_retry,
+};
 
 /// A running OpenBao dev server with a generated root token.
 pub struct OpenBao {
@@ -19,7 +22,9 @@ pub struct OpenBao {
 impl std::fmt::Debug for OpenBao {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The root token is deliberately not printed.
-        f.debug_struct("OpenBao").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("OpenBao")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,13 +51,17 @@ impl OpenBao {
             let dir = server_dir("openbao")?;
             let port = free_port()?;
             let addr = format!("http://127.0.0.1:{port}");
-            let root_token = format!("s.{}", random_string(24));
-            let args: Vec<OsString> = vec!["server".into(), "-dev".into(), "-log-level=warn".into()];
+            let root_token = random_string(32);
+            let args: Vec<OsString> =
+                vec!["server".into(), "-dev".into(), "-log-level=warn".into()];
             // Passed through the environment so that it does not show in `ps`.
             // HOME points into the temp dir: dev mode writes ~/.vault-token.
             let envs = [
                 ("BAO_DEV_ROOT_TOKEN_ID", OsString::from(&root_token)),
-                ("BAO_DEV_LISTEN_ADDRESS", OsString::from(format!("127.0.0.1:{port}"))),
+                (
+                    "BAO_DEV_LISTEN_ADDRESS",
+                    OsString::from(format!("127.0.0.1:{port}")),
+                ),
                 ("HOME", dir.clone().into_os_string()),
                 ("BAO_ADDR", OsString::from(&addr)),
                 ("BAO_DISABLE_MLOCK", OsString::from("true")),
@@ -64,13 +73,20 @@ impl OpenBao {
                 .wait_ready(start_timeout(30), || {
                     let (http, health) = (http.clone(), health.clone());
                     async move {
-                        let body: serde_json::Value = http.get(&health).send().await?.json().await?;
-                        Ok(body["initialized"] == true && body["sealed"] == false && body["standby"] == false)
+                        let body: serde_json::Value =
+                            http.get(&health).send().await?.json().await?;
+                        Ok(body["initialized"] == true
+                            && body["sealed"] == false
+                            && body["standby"] == false)
                     }
                 })
                 .await;
             match res {
-                Ok(()) => Ok(OpenBao { proc, addr, root_token }),
+                Ok(()) => Ok(OpenBao {
+                    proc,
+                    addr,
+                    root_token,
+                }),
                 Err(e) => Err(StartError::classify(&proc, e)),
             }
         })
@@ -104,7 +120,8 @@ impl OpenBao {
     /// and returns the mount path.
     pub async fn create_kv_mount(&self, prefix: &str, version: u8) -> anyhow::Result<String> {
         let mount = unique_name(prefix);
-        let body = serde_json::json!({ "type": "kv", "options": { "version": version.to_string() } });
+        let body =
+            serde_json::json!({ "type": "kv", "options": { "version": version.to_string() } });
         let resp = self
             .request(reqwest::Method::POST, &format!("sys/mounts/{mount}"))
             .json(&body)

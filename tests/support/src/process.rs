@@ -94,9 +94,12 @@ impl ServerProcess {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("{name}: cannot spawn `sh` watchdog for {}", program.display()))?;
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "{name}: cannot spawn `sh` watchdog for {}",
+                program.display()
+            )
+        })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("watchdog stdout")?;
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
@@ -156,7 +159,11 @@ impl ServerProcess {
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let skip = log.len().saturating_sub(n);
-        log.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+        log.iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Whether the output contains `needle` (e.g. "address already in use").
@@ -200,7 +207,9 @@ impl ServerProcess {
                 Err(e) => last_err = Some(e),
             }
             if start.elapsed() > timeout {
-                let last = last_err.map(|e| format!("{e:#}")).unwrap_or_else(|| "not ready".into());
+                let last = last_err
+                    .map(|e| format!("{e:#}"))
+                    .unwrap_or_else(|| "not ready".into());
                 bail!(
                     "{} did not become ready within {timeout:?} (last probe: {last}); last output:\n{}",
                     self.name,
@@ -275,7 +284,8 @@ impl StartError {
     /// Classifies a failed readiness wait of `proc`.
     pub fn classify(proc: &ServerProcess, err: anyhow::Error) -> Self {
         if proc.exit_status().is_some()
-            && (proc.log_contains("address already in use") || proc.log_contains("Address already in use"))
+            && (proc.log_contains("address already in use")
+                || proc.log_contains("Address already in use"))
         {
             StartError::PortTaken(err)
         } else {
@@ -310,5 +320,9 @@ pub fn unique_name(prefix: &str) -> String {
     p.truncate(50);
     let p = p.trim_matches('-');
     let suffix = random_string(8);
-    if p.is_empty() { format!("t-{suffix}") } else { format!("{p}-{suffix}") }
+    if p.is_empty() {
+        format!("t-{suffix}")
+    } else {
+        format!("{p}-{suffix}")
+    }
 }
