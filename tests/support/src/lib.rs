@@ -12,13 +12,18 @@
 //! Binaries are the pinned versions installed by `tests/servers/install.sh`
 //! under `~/.cache/refsync/` (see [`bins`]); a missing binary or a server
 //! that does not become ready is a test failure, never a skip.
+//!
+//! The GCP Secret Manager emulator ([`GcpSm`]) runs in-process and is
+//! started per test.
 
 pub mod bins;
+pub mod gcp;
 pub mod kube_env;
 pub mod moto;
 pub mod openbao;
 pub mod process;
 
+pub use gcp::GcpSm;
 pub use kube_env::KubeEnv;
 pub use moto::Moto;
 pub use openbao::OpenBao;

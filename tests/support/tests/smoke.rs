@@ -215,3 +215,33 @@ async fn moto_secretsmanager_via_aws_sdk() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn gcp_secret_manager_emulator() {
+    let gcp = refsync_testenv::GcpSm::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/projects/refsync-test", gcp.endpoint());
+    let resp = http
+        .post(format!("{base}/secrets?secretId=smoke"))
+        .json(&serde_json::json!({ "replication": { "automatic": {} } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "create: {}", resp.status());
+    let list: serde_json::Value = http
+        .get(format!("{base}/secrets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert!(names[0].ends_with("/secrets/smoke"), "{names:?}");
+}
