@@ -63,8 +63,7 @@ func main() { etcdmain.Main(os.Args) }
 EOF
   (
     cd "$dir"
-    go mod tidy
-    go build -o "$out.tmp" .
+    go mod tidy && go build -o "$out.tmp" .
   ) >"$LOGS/etcd-build.log" 2>&1 || { tail -n 40 "$LOGS/etcd-build.log" >&2; log "etcd build FAILED (full log: $LOGS/etcd-build.log)"; return 1; }
   mv "$out.tmp" "$out"
   log "etcd v$ETCD_VERSION: built in $(( $(now) - t0 ))s -> $out"
@@ -100,6 +99,7 @@ install_kube_apiserver() {
       sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/src/.*$#\t\1 => \1 '"$staging"'#p' "$modfile"
       echo ")"
     } >go.mod
+    # (set -e does not apply inside this `|| ...` subshell: chain with &&.)
     cat >tools.go <<'EOF'
 //go:build tools
 
@@ -107,9 +107,8 @@ package tools
 
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 EOF
-    go mod tidy
     local pkg=k8s.io/component-base/version
-    go build -o "$out.tmp" \
+    go mod tidy && go build -o "$out.tmp" \
       -ldflags "-s -w -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${KUBE_VERSION#1.} -X $pkg.gitTreeState=clean" \
       k8s.io/kubernetes/cmd/kube-apiserver
   ) >"$LOGS/kube-apiserver-build.log" 2>&1 || { tail -n 40 "$LOGS/kube-apiserver-build.log" >&2; log "kube-apiserver build FAILED (full log: $LOGS/kube-apiserver-build.log)"; return 1; }
@@ -126,7 +125,7 @@ install_venv() { # name version exe pip-spec
   log "$name $version: pip install $spec into $dir"
   rm -rf "$dir"
   {
-    "$PYTHON" -m venv "$dir"
+    "$PYTHON" -m venv "$dir" &&
     "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
   } >"$LOGS/$name-install.log" 2>&1 || { tail -n 40 "$LOGS/$name-install.log" >&2; log "$name install FAILED (full log: $LOGS/$name-install.log)"; return 1; }
   [[ -x "$dir/bin/$exe" ]] || { log "$name: $dir/bin/$exe missing after install"; return 1; }
@@ -136,6 +135,13 @@ install_venv() { # name version exe pip-spec
 
 T0=$(now)
 log "cache: $CACHE"
+command -v go >/dev/null || { log "ERROR: 'go' not found in PATH (needed to build etcd and kube-apiserver)"; exit 1; }
+command -v "$PYTHON" >/dev/null || { log "ERROR: '$PYTHON' not found (needed for the OpenBao and moto venvs)"; exit 1; }
+# Serialize concurrent runs (two `tests/run` at once would build twice).
+if command -v flock >/dev/null; then
+  exec 9>"$CACHE/.install.lock"
+  flock -n 9 || { log "another install.sh is running; waiting for it"; flock 9; }
+fi
 # The Go builds are CPU-bound and dominate; run them in the background while
 # the Python venvs install.
 install_etcd & etcd_pid=$!
