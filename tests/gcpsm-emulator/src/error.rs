@@ -92,7 +92,9 @@ impl IntoResponse for ApiError {
         if self.status == Status::Unauthenticated {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
+                axum::http::HeaderValue::from_static(
+                    "Bearer realm=\"https://accounts.google.com/\"",
+                ),
             );
         }
         resp

@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut parts = spec.splitn(3, ',');
             let (Some(email), Some(kid), Some(file)) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err(format!("--service-account {spec:?}: expected EMAIL,KEY_ID,PEM_FILE").into());
+                return Err(
+                    format!("--service-account {spec:?}: expected EMAIL,KEY_ID,PEM_FILE").into(),
+                );
             };
             let pem = std::fs::read_to_string(file)?;
             accounts.push((email.to_string(), kid.to_string(), pem));
@@ -37,7 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Auth::ServiceAccounts(accounts)
     };
     let listener = tokio::net::TcpListener::bind((args.bind, args.port)).await?;
-    println!("gcpsm-emulator listening on http://{}", listener.local_addr()?);
+    println!(
+        "gcpsm-emulator listening on http://{}",
+        listener.local_addr()?
+    );
     gcpsm_emulator::serve(listener, Config { auth }, async {
         let _ = tokio::signal::ctrl_c().await;
     })

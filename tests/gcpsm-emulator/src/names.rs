@@ -5,10 +5,11 @@ use crate::error::{ApiError, ApiResult};
 /// The stable fake project number the emulator uses for a project ID. A project given as a
 /// number is that number. Names in responses always carry the number, as Google's do.
 pub fn project_number(project: &str) -> u64 {
-    if !project.is_empty() && project.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = project.parse::<u64>() {
-            return n;
-        }
+    if !project.is_empty()
+        && project.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = project.parse::<u64>()
+    {
+        return n;
     }
     // FNV-1a, folded into twelve digits like real project numbers.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

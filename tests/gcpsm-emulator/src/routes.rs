@@ -34,7 +34,9 @@ async fn handle(
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::not_found(format!("The requested URL {path} was not found on this server."))
+    ApiError::not_found(format!(
+        "The requested URL {path} was not found on this server."
+    ))
 }
 
 fn unimplemented(rpc: &str) -> ApiError {
@@ -142,9 +144,12 @@ fn dispatch(
     let body = parse_body(body)?;
     let mut store = lock(&state.store);
     match (rpc, target) {
-        (Method::ListSecrets, Target::Secrets(parent)) => {
-            store.list_secrets(&parent, page_size(q("pageSize"))?, q("pageToken"), q("filter"))
-        }
+        (Method::ListSecrets, Target::Secrets(parent)) => store.list_secrets(
+            &parent,
+            page_size(q("pageSize"))?,
+            q("pageToken"),
+            q("filter"),
+        ),
         (Method::CreateSecret, Target::Secrets(parent)) => {
             store.create_secret(&parent, q("secretId"), &body)
         }
@@ -193,8 +198,11 @@ fn page_size(s: &str) -> ApiResult<i64> {
     if s.is_empty() {
         return Ok(0);
     }
-    s.parse::<i64>()
-        .map_err(|_| ApiError::invalid(format!("Invalid value at 'page_size' (TYPE_INT32), \"{s}\"")))
+    s.parse::<i64>().map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid value at 'page_size' (TYPE_INT32), \"{s}\""
+        ))
+    })
 }
 
 fn parse_body(body: &Bytes) -> ApiResult<Map<String, Json>> {
@@ -209,5 +217,321 @@ fn parse_body(body: &Bytes) -> ApiResult<Map<String, Json>> {
         Err(e) => Err(ApiError::invalid(format!(
             "Invalid JSON payload received. {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Wire shapes and hostile input, below the official client (which the tests/ directory
+    //! uses for everything else).
+    use super::*;
+    use crate::Config;
+    use serde_json::json;
+
+    fn call(state: &AppState, method: HttpMethod, uri: &str, body: &str) -> ApiResult<Json> {
+        let uri: Uri = uri.parse().expect("test uri");
+        dispatch(
+            state,
+            &method,
+            &uri,
+            &HeaderMap::new(),
+            &Bytes::copy_from_slice(body.as_bytes()),
+        )
+    }
+
+    fn state() -> AppState {
+        AppState::new(&Config::default()).expect("state")
+    }
+
+    const Q: &str = "$alt=json;enum-encoding=int";
+
+    #[test]
+    fn wire_shapes_match_google() {
+        let s = state();
+        let n = crate::project_number("my-proj");
+        let created = call(
+            &s,
+            HttpMethod::POST,
+            &format!("/v1/projects/my-proj/secrets?secretId=a&{Q}"),
+            r#"{"replication":{"automatic":{}},"labels":{"k":"v"},"topics":[{"name":"t"}]}"#,
+        )
+        .expect("create");
+        assert_eq!(created["name"], json!(format!("projects/{n}/secrets/a")));
+        assert_eq!(
+            created["topics"],
+            json!([{"name": "t"}]),
+            "unmodelled fields echo"
+        );
+        assert!(
+            created["createTime"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+
+        let v = call(
+            &s,
+            HttpMethod::POST,
+            &format!("/v1/projects/my-proj/secrets/a:addVersion?{Q}"),
+            &format!(
+                r#"{{"payload":{{"data":"aGVsbG8=","dataCrc32c":"{}"}}}}"#,
+                crc32c::crc32c(b"hello")
+            ),
+        )
+        .expect("add");
+        assert_eq!(v["state"], json!(1), "enums are numbers");
+        assert_eq!(v["clientSpecifiedPayloadChecksum"], json!(true));
+        let a = call(
+            &s,
+            HttpMethod::GET,
+            &format!("/v1/projects/{n}/secrets/a/versions/latest:access?{Q}"),
+            "",
+        )
+        .expect("access");
+        assert_eq!(a["payload"]["data"], json!("aGVsbG8="));
+        assert_eq!(
+            a["payload"]["dataCrc32c"],
+            json!(crc32c::crc32c(b"hello").to_string()),
+            "int64 as string"
+        );
+
+        let patched = call(
+            &s,
+            HttpMethod::PATCH,
+            &format!("/v1/projects/my-proj/secrets/a?updateMask=versionAliases&{Q}"),
+            r#"{"versionAliases":{"cur":"1"}}"#,
+        )
+        .expect("patch");
+        assert_eq!(patched["versionAliases"], json!({"cur": "1"}));
+
+        let d = call(
+            &s,
+            HttpMethod::POST,
+            &format!("/v1/projects/my-proj/secrets/a/versions/1:destroy?{Q}"),
+            "{}",
+        )
+        .expect("destroy");
+        assert_eq!(d["state"], json!(3));
+    }
+
+    #[test]
+    fn hostile_input_gets_google_errors_not_panics() {
+        let s = state();
+        call(
+            &s,
+            HttpMethod::POST,
+            "/v1/projects/my-proj/secrets?secretId=a",
+            r#"{"replication":{"automatic":{}}}"#,
+        )
+        .expect("create");
+        let cases: &[(HttpMethod, &str, &str, Status)] = &[
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets?secretId=b",
+                "{not json",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets?secretId=b",
+                "[1,2]",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets?secretId=b",
+                r#"{"replication":{"automatic":{},"userManaged":{"replicas":[]}}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets?secretId=b",
+                r#"{"replication":{"userManaged":{"replicas":[{}]}}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets?secretId=b",
+                r#"{"replication":"x","labels":"y"}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:addVersion",
+                r#"{"payload":{"data":"!!!"}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:addVersion",
+                r#"{"payload":{"data":"aGk=","dataCrc32c":"-1"}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:addVersion",
+                r#"{"payload":{"data":"aGk=","dataCrc32c":"abc"}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:addVersion",
+                r#"{"payload":{"data":5}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:addVersion",
+                "{}",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets?pageSize=-1",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets?pageSize=abc",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets?pageToken=%FF%FE",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/a/versions?pageToken=Z2NwLWVtdTp4",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/a/versions/99999999999999999999999:access",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/a/versions/-1:access",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/%ZZ",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/a%2Fb",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets/a/versions/1/extra",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/X!/secrets",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/locations//secrets",
+                "",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/locations",
+                "",
+                Status::InvalidArgument,
+            ),
+            (HttpMethod::GET, "/v2/anything", "", Status::NotFound),
+            (HttpMethod::GET, "/", "", Status::NotFound),
+            (
+                HttpMethod::PUT,
+                "/v1/projects/my-proj/secrets/a",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:frobnicate",
+                "",
+                Status::NotFound,
+            ),
+            (
+                HttpMethod::POST,
+                "/v1/projects/my-proj/secrets/a:setIamPolicy",
+                "{}",
+                Status::Unimplemented,
+            ),
+            (
+                HttpMethod::PATCH,
+                "/v1/projects/my-proj/secrets/a",
+                r#"{"labels":{}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::PATCH,
+                "/v1/projects/my-proj/secrets/a?updateMask=replication",
+                "{}",
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::PATCH,
+                "/v1/projects/my-proj/secrets/a?updateMask=versionAliases",
+                r#"{"versionAliases":{"latest":"1"}}"#,
+                Status::InvalidArgument,
+            ),
+            (
+                HttpMethod::PATCH,
+                "/v1/projects/my-proj/secrets/a?updateMask=labels",
+                r#"{"labels":{"k":"v"},"etag":"\"stale\""}"#,
+                Status::FailedPrecondition,
+            ),
+            (
+                HttpMethod::DELETE,
+                "/v1/projects/my-proj/secrets/a?etag=%22stale%22",
+                "",
+                Status::FailedPrecondition,
+            ),
+            (
+                HttpMethod::GET,
+                "/v1/projects/my-proj/secrets?filter=labels.%3D",
+                "",
+                Status::InvalidArgument,
+            ),
+        ];
+        for (method, uri, body, want) in cases {
+            let got = call(&s, method.clone(), uri, body);
+            assert_eq!(
+                got.as_ref().map_err(|e| e.status),
+                Err(*want),
+                "{method} {uri} {body}: {got:?}"
+            );
+        }
+        // Oversized payloads are refused.
+        let big = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            vec![0u8; 64 * 1024 + 1],
+        );
+        let err = call(
+            &s,
+            HttpMethod::POST,
+            "/v1/projects/my-proj/secrets/a:addVersion",
+            &format!(r#"{{"payload":{{"data":"{big}"}}}}"#),
+        );
+        assert_eq!(err.map_err(|e| e.status), Err(Status::InvalidArgument));
     }
 }

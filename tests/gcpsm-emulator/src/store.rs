@@ -288,7 +288,12 @@ impl Store {
         Ok(secret.to_json())
     }
 
-    pub(crate) fn delete_secret(&mut self, parent: &Parent, id: &str, etag: &str) -> ApiResult<Json> {
+    pub(crate) fn delete_secret(
+        &mut self,
+        parent: &Parent,
+        id: &str,
+        etag: &str,
+    ) -> ApiResult<Json> {
         check_etag(&self.secret(parent, id)?.etag, etag)?;
         if let Some(m) = self.secrets.get_mut(parent) {
             m.remove(id);
@@ -331,9 +336,13 @@ impl Store {
         let crc = crc32c::crc32c(&data);
         let given = match payload.get("dataCrc32c") {
             None | Some(Json::Null) => None,
-            Some(v) => Some(parse_int64(v).filter(|n| (0..=i64::from(u32::MAX)).contains(n)).ok_or_else(
-                || ApiError::invalid("Invalid value at 'payload.data_crc32c' (TYPE_INT64)."),
-            )?),
+            Some(v) => Some(
+                parse_int64(v)
+                    .filter(|n| (0..=i64::from(u32::MAX)).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("Invalid value at 'payload.data_crc32c' (TYPE_INT64).")
+                    })?,
+            ),
         };
         if let Some(g) = given
             && g != i64::from(crc)
@@ -499,12 +508,7 @@ impl Store {
             .values()
             .rev()
             .filter(|v| after.is_none_or(|a| v.number < a))
-            .filter(|v| {
-                filter_expr.matches(&VersionView {
-                    secret,
-                    version: v,
-                })
-            });
+            .filter(|v| filter_expr.matches(&VersionView { secret, version: v }));
         let page: Vec<&Version> = items.by_ref().take(size).collect();
         let more = items.next().is_some();
         let mut out = Map::new();
@@ -771,7 +775,11 @@ fn string_map(v: Option<&Json>, what: &str) -> ApiResult<BTreeMap<String, String
 }
 
 fn label_char(c: char) -> bool {
-    c.is_lowercase() || c.is_numeric() || c == '_' || c == '-' || (c.is_alphabetic() && !c.is_uppercase())
+    c.is_lowercase()
+        || c.is_numeric()
+        || c == '_'
+        || c == '-'
+        || (c.is_alphabetic() && !c.is_uppercase())
 }
 
 /// Google's label rules: at most 64 labels; keys 1–63 characters starting with a lowercase
@@ -783,7 +791,9 @@ fn parse_labels(v: Option<&Json>) -> ApiResult<BTreeMap<String, String>> {
     }
     for (k, val) in &labels {
         let key_ok = (1..=63).contains(&k.chars().count())
-            && k.chars().next().is_some_and(|c| c.is_lowercase() || (c.is_alphabetic() && !c.is_uppercase()))
+            && k.chars()
+                .next()
+                .is_some_and(|c| c.is_lowercase() || (c.is_alphabetic() && !c.is_uppercase()))
             && k.chars().all(label_char);
         if !key_ok {
             return Err(ApiError::invalid(format!(
@@ -838,7 +848,9 @@ fn parse_aliases(secret: &Secret, v: Option<&Json>) -> ApiResult<BTreeMap<String
     let mut out = BTreeMap::new();
     for (alias, n) in map {
         if !valid_alias(alias) {
-            return Err(ApiError::invalid(format!("Invalid version alias [{alias}].")));
+            return Err(ApiError::invalid(format!(
+                "Invalid version alias [{alias}]."
+            )));
         }
         let n = parse_int64(n).ok_or_else(|| {
             ApiError::invalid(format!(

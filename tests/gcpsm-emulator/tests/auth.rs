@@ -77,7 +77,11 @@ async fn secured() -> gcpsm_emulator::Handle {
 #[tokio::test]
 async fn signed_requests_succeed() {
     let emu = secured().await;
-    let client = client_with(&emu, sa_credentials(&keys()[0], EMAIL, KEY_ID, &emu.endpoint())).await;
+    let client = client_with(
+        &emu,
+        sa_credentials(&keys()[0], EMAIL, KEY_ID, &emu.endpoint()),
+    )
+    .await;
     let parent = format!("projects/{PROJECT}");
     create_secret(&client, &parent, "authed", &[]).await;
     add_version(&client, &format!("{parent}/secrets/authed"), b"ok").await;
@@ -113,9 +117,28 @@ async fn unregistered_or_forged_keys_are_unauthenticated() {
     let endpoint = emu.endpoint();
     let keys = tokio::task::spawn_blocking(keys).await.expect("keys");
     let cases = [
-        ("unregistered key id", sa_credentials(&keys[1], EMAIL, "feedfacefeedfacefeedfacefeedfacefeedface", &endpoint)),
-        ("registered key id, other key's signature", sa_credentials(&keys[1], EMAIL, KEY_ID, &endpoint)),
-        ("registered key, other client_email", sa_credentials(&keys[0], "intruder@elsewhere.iam.gserviceaccount.com", KEY_ID, &endpoint)),
+        (
+            "unregistered key id",
+            sa_credentials(
+                &keys[1],
+                EMAIL,
+                "feedfacefeedfacefeedfacefeedfacefeedface",
+                &endpoint,
+            ),
+        ),
+        (
+            "registered key id, other key's signature",
+            sa_credentials(&keys[1], EMAIL, KEY_ID, &endpoint),
+        ),
+        (
+            "registered key, other client_email",
+            sa_credentials(
+                &keys[0],
+                "intruder@elsewhere.iam.gserviceaccount.com",
+                KEY_ID,
+                &endpoint,
+            ),
+        ),
     ];
     for (what, creds) in cases {
         let client = client_with(&emu, creds).await;

@@ -105,13 +105,33 @@ async fn default_page_size_forces_pagination() {
 async fn filters_by_label_and_name() {
     let (_emu, client) = setup().await;
     let parent = format!("projects/{PROJECT}");
-    create_secret(&client, &parent, "app-db-password", &[("env", "prod"), ("team", "core")]).await;
-    create_secret(&client, &parent, "app-api-key", &[("env", "dev"), ("team", "core")]).await;
+    create_secret(
+        &client,
+        &parent,
+        "app-db-password",
+        &[("env", "prod"), ("team", "core")],
+    )
+    .await;
+    create_secret(
+        &client,
+        &parent,
+        "app-api-key",
+        &[("env", "dev"), ("team", "core")],
+    )
+    .await;
     create_secret(&client, &parent, "billing-token", &[("env", "prod")]).await;
     create_secret(&client, &parent, "unlabelled", &[]).await;
 
     let cases: &[(&str, &[&str])] = &[
-        ("", &["app-api-key", "app-db-password", "billing-token", "unlabelled"]),
+        (
+            "",
+            &[
+                "app-api-key",
+                "app-db-password",
+                "billing-token",
+                "unlabelled",
+            ],
+        ),
         ("name:app", &["app-api-key", "app-db-password"]),
         ("name:APP", &["app-api-key", "app-db-password"]),
         ("name:app*password", &["app-db-password"]),
@@ -121,11 +141,30 @@ async fn filters_by_label_and_name() {
         ("labels.env=prod AND labels.team=core", &["app-db-password"]),
         ("labels.env=prod labels.team=core", &["app-db-password"]),
         ("name:app AND labels.env=dev", &["app-api-key"]),
-        ("name:billing OR name:api", &["app-api-key", "billing-token"]),
+        (
+            "name:billing OR name:api",
+            &["app-api-key", "billing-token"],
+        ),
         ("NOT labels.env:*", &["unlabelled"]),
         ("-labels.team:* AND labels.env=prod", &["billing-token"]),
-        ("replication.automatic:*", &["app-api-key", "app-db-password", "billing-token", "unlabelled"]),
-        ("create_time>2000-01-01T00:00:00Z", &["app-api-key", "app-db-password", "billing-token", "unlabelled"]),
+        (
+            "replication.automatic:*",
+            &[
+                "app-api-key",
+                "app-db-password",
+                "billing-token",
+                "unlabelled",
+            ],
+        ),
+        (
+            "create_time>2000-01-01T00:00:00Z",
+            &[
+                "app-api-key",
+                "app-db-password",
+                "billing-token",
+                "unlabelled",
+            ],
+        ),
         ("create_time<2000-01-01T00:00:00Z", &[]),
     ];
     for (filter, want) in cases {
@@ -133,7 +172,13 @@ async fn filters_by_label_and_name() {
         assert_eq!(ids(&got), *want, "filter {filter:?}");
     }
 
-    for bad in ["app", "name ~ \"a.*\"", "labels.env=prod AND", "(name:a", "foo:bar"] {
+    for bad in [
+        "app",
+        "name ~ \"a.*\"",
+        "labels.env=prod AND",
+        "(name:a",
+        "foo:bar",
+    ] {
         let err = client
             .list_secrets()
             .set_parent(&parent)
@@ -166,7 +211,14 @@ async fn version_lists_newest_first_with_state_filter() {
     let mut numbers = Vec::new();
     while let Some(v) = items.next().await {
         let v = v.expect("version");
-        numbers.push(v.name.rsplit('/').next().unwrap_or_default().parse::<i64>().unwrap_or(0));
+        numbers.push(
+            v.name
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .parse::<i64>()
+                .unwrap_or(0),
+        );
     }
     assert_eq!(numbers, (1..=30).rev().collect::<Vec<_>>());
 
@@ -198,7 +250,12 @@ async fn regional_secrets_are_a_separate_namespace() {
     let num = project_number();
 
     create_secret(&client, &global, "shared", &[]).await;
-    add_version(&client, &format!("{global}/secrets/shared"), b"global value").await;
+    add_version(
+        &client,
+        &format!("{global}/secrets/shared"),
+        b"global value",
+    )
+    .await;
 
     // The regional namespace does not see the global secret of the same name.
     let err = client
@@ -210,14 +267,30 @@ async fn regional_secrets_are_a_separate_namespace() {
     assert_eq!(code_of(&err), Some(Code::NotFound));
     assert_eq!(
         message_of(&err),
-        format!("Secret [projects/{num}/locations/us-east1/secrets/shared] not found or has no versions.")
+        format!(
+            "Secret [projects/{num}/locations/us-east1/secrets/shared] not found or has no versions."
+        )
     );
 
     let created = create_secret(&client, &regional, "shared", &[("scope", "regional")]).await;
-    assert_eq!(created.name, format!("projects/{num}/locations/us-east1/secrets/shared"));
-    assert!(created.replication.is_none(), "regional secrets have no replication");
-    let v = add_version(&client, &format!("{regional}/secrets/shared"), b"regional value").await;
-    assert_eq!(v.name, format!("projects/{num}/locations/us-east1/secrets/shared/versions/1"));
+    assert_eq!(
+        created.name,
+        format!("projects/{num}/locations/us-east1/secrets/shared")
+    );
+    assert!(
+        created.replication.is_none(),
+        "regional secrets have no replication"
+    );
+    let v = add_version(
+        &client,
+        &format!("{regional}/secrets/shared"),
+        b"regional value",
+    )
+    .await;
+    assert_eq!(
+        v.name,
+        format!("projects/{num}/locations/us-east1/secrets/shared/versions/1")
+    );
 
     let got = client
         .access_secret_version()
@@ -248,16 +321,24 @@ async fn regional_secrets_are_a_separate_namespace() {
         ids(&all_names(&client, &regional, "").await),
         ["only-regional", "shared"]
     );
-    assert!(all_names(&client, &format!("projects/{PROJECT}/locations/europe-west1"), "")
+    assert!(
+        all_names(
+            &client,
+            &format!("projects/{PROJECT}/locations/europe-west1"),
+            ""
+        )
         .await
-        .is_empty());
+        .is_empty()
+    );
 
     // Regional secrets must not carry a replication policy.
     let err = client
         .create_secret()
         .set_parent(&regional)
         .set_secret_id("with-replication")
-        .set_secret(google_cloud_secretmanager_v1::model::Secret::new().set_replication(automatic()))
+        .set_secret(
+            google_cloud_secretmanager_v1::model::Secret::new().set_replication(automatic()),
+        )
         .send()
         .await
         .expect_err("replication on a regional secret");

@@ -38,7 +38,11 @@ async fn create_add_access_with_project_number_names() {
         .send()
         .await
         .expect("access latest");
-    assert_eq!(latest.name, format!("{by_num}/versions/2"), "concrete number");
+    assert_eq!(
+        latest.name,
+        format!("{by_num}/versions/2"),
+        "concrete number"
+    );
     let payload = latest.payload.expect("payload");
     assert_eq!(&payload.data[..], b"correct horse");
     assert_eq!(
@@ -140,7 +144,10 @@ async fn crc32c_is_verified_when_given() {
         .send()
         .await
         .expect("access");
-    assert_eq!(latest.name, format!("projects/{}/secrets/checked/versions/1", project_number()));
+    assert_eq!(
+        latest.name,
+        format!("projects/{}/secrets/checked/versions/1", project_number())
+    );
 }
 
 #[tokio::test]
@@ -374,14 +381,21 @@ async fn aliases_labels_annotations_update_and_delete() {
                 .set_labels([("env", "prod"), ("team", "core")])
                 .set_annotations([("owner", "platform")]),
         )
-        .set_update_mask(FieldMask::default().set_paths(["version_aliases", "labels", "annotations"]))
+        .set_update_mask(FieldMask::default().set_paths([
+            "version_aliases",
+            "labels",
+            "annotations",
+        ]))
         .send()
         .await
         .expect("update");
     assert_eq!(updated.version_aliases.get("current"), Some(&1));
     assert_eq!(updated.version_aliases.get("next"), Some(&2));
     assert_eq!(updated.labels.get("env").map(String::as_str), Some("prod"));
-    assert_eq!(updated.annotations.get("owner").map(String::as_str), Some("platform"));
+    assert_eq!(
+        updated.annotations.get("owner").map(String::as_str),
+        Some("platform")
+    );
     assert_ne!(updated.etag, secret.etag);
 
     let got = client
@@ -390,7 +404,10 @@ async fn aliases_labels_annotations_update_and_delete() {
         .send()
         .await
         .expect("access by alias");
-    assert_eq!(got.name, format!("projects/{}/secrets/aliased/versions/1", project_number()));
+    assert_eq!(
+        got.name,
+        format!("projects/{}/secrets/aliased/versions/1", project_number())
+    );
     assert_eq!(&got.payload.expect("payload").data[..], b"v1");
 
     let err = client
@@ -415,7 +432,11 @@ async fn aliases_labels_annotations_update_and_delete() {
 
     let err = client
         .update_secret()
-        .set_secret(Secret::new().set_name(&name).set_version_aliases([("x", 9i64)]))
+        .set_secret(
+            Secret::new()
+                .set_name(&name)
+                .set_version_aliases([("x", 9i64)]),
+        )
         .set_update_mask(FieldMask::default().set_paths(["version_aliases"]))
         .send()
         .await
