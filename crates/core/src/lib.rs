@@ -7,6 +7,8 @@
 pub use refsync_api as api;
 
 pub mod assemble;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod convert;
 pub mod duration;
 pub mod engine;
