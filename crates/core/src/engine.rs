@@ -12,7 +12,7 @@ use crate::assemble::{self, Fetched, FetchedFrom, Outcome, TemplateSourceKind, T
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, Read, ReadValue, StoreId};
 use crate::plan::{self, StoreName};
-use crate::provider::{Provider, ProviderRegistry, SecretReader, StoreContext};
+use crate::provider::{CallObserver, Provider, ProviderRegistry, SecretReader, StoreContext};
 
 /// A store found for an ExternalSecret, tenancy already checked.
 #[derive(Clone, Debug)]
@@ -71,12 +71,14 @@ pub struct Synced {
 pub struct Engine {
     pub registry: ProviderRegistry,
     pub fetcher: Fetcher,
+    /// Where providers report API calls (metrics in the controller).
+    pub calls: Arc<dyn CallObserver>,
     providers: Mutex<HashMap<StoreId, Arc<dyn Provider>>>,
 }
 
 impl Engine {
     pub fn new(registry: ProviderRegistry, fetcher: Fetcher) -> Self {
-        Engine { registry, fetcher, providers: Mutex::new(HashMap::new()) }
+        Engine { registry, fetcher, calls: Arc::new(crate::provider::CallCounter::default()), providers: Mutex::new(HashMap::new()) }
     }
 
     /// The provider client of a store, built once per store version and shared.
@@ -89,6 +91,7 @@ impl Engine {
             name: store.id.name.clone(),
             namespace: store.id.namespace.clone(),
             reader,
+            calls: self.calls.clone(),
         };
         let built = self.registry.build(&store.spec, &ctx).await?;
         let mut map = self.providers.lock().unwrap_or_else(|p| p.into_inner());

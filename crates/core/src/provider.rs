@@ -138,6 +138,37 @@ pub trait SecretReader: Send + Sync {
     }
 }
 
+/// Counts provider API calls (ESO's `externalsecret_provider_api_calls_count`): providers
+/// report each remote call with its provider name (`AWS/SecretsManager`), call name
+/// (`GetSecretValue`) and outcome.
+pub trait CallObserver: Send + Sync {
+    fn observe(&self, provider: &'static str, call: &'static str, ok: bool);
+}
+
+/// Counts calls in memory; the default observer, and handy in tests.
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    counts: std::sync::Mutex<BTreeMap<(&'static str, &'static str, bool), u64>>,
+}
+
+impl CallCounter {
+    /// Calls of `call` so far (successful and failed).
+    pub fn count(&self, call: &str) -> u64 {
+        let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().filter(|((_, c, _), _)| *c == call).map(|(_, n)| *n).sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+}
+
+impl CallObserver for CallCounter {
+    fn observe(&self, provider: &'static str, call: &'static str, ok: bool) {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry((provider, call, ok)).or_default() += 1;
+    }
+}
+
 /// Everything a factory needs to know about the store it builds a provider for.
 #[derive(Clone)]
 pub struct StoreContext {
@@ -147,6 +178,8 @@ pub struct StoreContext {
     /// references that omit a namespace, as ESO does).
     pub namespace: String,
     pub reader: Arc<dyn SecretReader>,
+    /// Where providers report their API calls.
+    pub calls: Arc<dyn CallObserver>,
 }
 
 impl StoreContext {
