@@ -464,3 +464,38 @@ async fn aliases_labels_annotations_update_and_delete() {
         .expect_err("versions went with the secret");
     assert_eq!(code_of(&err), Some(Code::NotFound));
 }
+
+async fn refuses_connections(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn dropping_or_shutting_down_the_handle_stops_the_server() {
+    let (emu, client) = setup().await;
+    let addr = emu.addr();
+    assert_eq!(emu.endpoint(), format!("http://{addr}"));
+    create_secret(&client, &format!("projects/{PROJECT}"), "x", &[]).await;
+    drop(emu);
+    assert!(
+        refuses_connections(addr).await,
+        "listener closed after drop"
+    );
+
+    // Shutdown returns promptly even while the client keeps an idle keep-alive connection.
+    let (emu, client) = setup().await;
+    let addr = emu.addr();
+    create_secret(&client, &format!("projects/{PROJECT}"), "y", &[]).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), emu.shutdown())
+        .await
+        .expect("shutdown finishes");
+    assert!(
+        refuses_connections(addr).await,
+        "listener closed after shutdown"
+    );
+}
