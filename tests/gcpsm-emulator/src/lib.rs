@@ -163,6 +163,14 @@ pub struct Handle {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("gcpsm_emulator::Handle")
+            .field("endpoint", &self.endpoint())
+            .finish()
+    }
+}
+
 impl Handle {
     /// `http://127.0.0.1:PORT`, ready for `SecretManagerService::builder().with_endpoint(..)`.
     pub fn endpoint(&self) -> String {
