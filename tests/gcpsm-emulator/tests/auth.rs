@@ -159,7 +159,6 @@ async fn bad_public_key_is_a_spawn_error() {
         auth: Auth::ServiceAccounts(vec![(EMAIL.into(), KEY_ID.into(), "not a pem".into())]),
     })
     .await
-    .err()
-    .expect("spawn must refuse a bad key");
+    .expect_err("spawn must refuse a bad key");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
