@@ -1,1 +1,7 @@
 #![forbid(unsafe_code)]
+//! Sources (where ExternalSecrets and stores come from), sinks (where Secrets go) and the
+//! reconcilers that join them through the core engine.
+
+pub mod labels;
+pub mod sink;
+pub mod source;

@@ -187,6 +187,10 @@ impl StoreContext {
     pub fn ref_namespace(&self, requested: Option<&str>) -> Result<String> {
         match (self.kind, requested) {
             (StoreKind::ClusterSecretStore, Some(ns)) if !ns.is_empty() => Ok(ns.to_string()),
+            (StoreKind::ClusterSecretStore, _) if self.namespace.is_empty() => Err(Error::config(format!(
+                "ClusterSecretStore {}: a namespace is required in references to Secrets",
+                self.name
+            ))),
             (StoreKind::SecretStore, Some(ns)) if !ns.is_empty() && ns != self.namespace => {
                 Err(Error::config(format!(
                     "SecretStore {}/{} may only reference Secrets in its own namespace, not {ns}",

@@ -1,0 +1,79 @@
+//! Command line: parse, set up logging, dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "refsync", version, about = "A drop-in, faster, leaner implementation of the External Secrets API")]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `refsync=debug`.
+    #[arg(long, global = true, env = "REFSYNC_LOG", default_value = "warn")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve every ExternalSecret under a manifest directory and write the Secrets.
+    Render(RenderArgs),
+    /// Print the CustomResourceDefinitions refsync serves.
+    Crds,
+}
+
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// Directory (or file) of YAML manifests: ExternalSecrets, stores, and the Secrets and
+    /// ConfigMaps they reference.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Write one file per Secret under this directory (`<namespace>/<name>.yaml`) instead of
+    /// printing them.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Namespace for objects that do not set one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Crds => {
+            print!("{}", refsync_api::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Render(args) => runtime().block_on(crate::render::run(args)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("refsync: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,4 @@
+//! Sinks: the Secret object for a desired state, and where it is written.
+
+pub mod dir;
+pub mod secret;

@@ -1,0 +1,3 @@
+//! Sources: where ExternalSecrets, stores and the objects they reference come from.
+
+pub mod dir;
