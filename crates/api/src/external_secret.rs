@@ -39,7 +39,10 @@ pub struct ExternalSecretSpec {
     #[schemars(default = "default_target")]
     pub target: ExternalSecretTarget,
     /// Go duration (`1h`, `15m0s`); `0` syncs once.
-    #[serde(default = "default_refresh_interval", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default = "default_refresh_interval",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub refresh_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_policy: Option<RefreshPolicy>,
@@ -124,6 +127,10 @@ pub struct ExternalSecretTemplate {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum TemplateEngineVersion {
+    /// Removed from ESO; parsed only to report it clearly.
+    #[serde(rename = "v1")]
+    #[schemars(skip)]
+    V1,
     #[default]
     #[serde(rename = "v2")]
     V2,

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "refsync", version, about = "A drop-in, faster, leaner implementation of the External Secrets API")]
+#[command(
+    name = "refsync",
+    version,
+    about = "A drop-in, faster, leaner implementation of the External Secrets API"
+)]
 struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `refsync=debug`.
     #[arg(long, global = true, env = "REFSYNC_LOG", default_value = "warn")]
@@ -60,7 +64,10 @@ pub fn run() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("refsync: cannot start the async runtime: {e}");
@@ -70,8 +77,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

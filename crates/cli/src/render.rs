@@ -27,12 +27,18 @@ pub async fn run(args: RenderArgs) -> ExitCode {
         tracing::error!(origin = %err.origin, "{}", err.message);
         failed += 1;
     }
-    let engine = Engine::new(crate::providers::registry(), Fetcher::new(Duration::from_secs(60)));
+    let engine = Engine::new(
+        crate::providers::registry(),
+        Fetcher::new(Duration::from_secs(60)),
+    );
     let stores = ManifestStores { set: &set };
     let mut docs = Vec::new();
     let externals = set.all_external_secrets();
     if externals.is_empty() && set.errors.is_empty() {
-        eprintln!("warning: no ExternalSecret found under {}", args.manifests.display());
+        eprintln!(
+            "warning: no ExternalSecret found under {}",
+            args.manifests.display()
+        );
     }
     for (es, origin) in &externals {
         let ns = es.metadata.namespace.clone().unwrap_or_default();
@@ -41,23 +47,46 @@ pub async fn run(args: RenderArgs) -> ExitCode {
             .spec
             .secret_store_ref
             .as_ref()
-            .map(|r| format!("{}/{}", r.kind.unwrap_or_default(), r.name.clone().unwrap_or_default()))
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r.kind.unwrap_or_default(),
+                    r.name.clone().unwrap_or_default()
+                )
+            })
             .unwrap_or_else(|| "-".into());
         let summary = match engine.sync(es, &stores, set.clone()).await {
             Ok(synced) => match synced.outcome {
-                Outcome::Write(desired) if es.spec.target.creation_policy == refsync_core::api::CreationPolicy::None => {
-                    format!("ok: creationPolicy=None, Secret {} not written (keys: {})", desired.name, keys(&desired))
+                Outcome::Write(desired)
+                    if es.spec.target.creation_policy
+                        == refsync_core::api::CreationPolicy::None =>
+                {
+                    format!(
+                        "ok: creationPolicy=None, Secret {} not written (keys: {})",
+                        desired.name,
+                        keys(&desired)
+                    )
                 }
-                Outcome::Write(desired) if es.spec.target.creation_policy == refsync_core::api::CreationPolicy::Merge => {
+                Outcome::Write(desired)
+                    if es.spec.target.creation_policy
+                        == refsync_core::api::CreationPolicy::Merge =>
+                {
                     // Offline there is no existing Secret to merge into; ESO creates nothing.
-                    format!("ok: secret will not be created due to CreationPolicy=Merge (keys: {})", keys(&desired))
+                    format!(
+                        "ok: secret will not be created due to CreationPolicy=Merge (keys: {})",
+                        keys(&desired)
+                    )
                 }
                 Outcome::Write(desired) => {
                     let secret = build_secret(es, &desired);
                     let keys = keys(&desired);
                     match &args.out {
                         Some(out) => match dir::write(out, &secret) {
-                            Ok(path) => format!("ok: Secret {} (keys: {keys}) -> {}", desired.name, path.display()),
+                            Ok(path) => format!(
+                                "ok: Secret {} (keys: {keys}) -> {}",
+                                desired.name,
+                                path.display()
+                            ),
                             Err(e) => {
                                 failed += 1;
                                 format!("error: {e}")
@@ -75,9 +104,13 @@ pub async fn run(args: RenderArgs) -> ExitCode {
                         },
                     }
                 }
-                Outcome::Delete { name } => format!("ok: no remote data; Secret {name} would be deleted (deletionPolicy=Delete)"),
+                Outcome::Delete { name } => format!(
+                    "ok: no remote data; Secret {name} would be deleted (deletionPolicy=Delete)"
+                ),
                 Outcome::Retain { name } => {
-                    format!("ok: no remote data; Secret {name} retained due to DeletionPolicy=Retain")
+                    format!(
+                        "ok: no remote data; Secret {name} retained due to DeletionPolicy=Retain"
+                    )
                 }
             },
             Err(e) => {
@@ -96,9 +129,17 @@ pub async fn run(args: RenderArgs) -> ExitCode {
         "{} ExternalSecret(s), {} failed; provider calls: {}",
         externals.len(),
         failed,
-        engine.fetcher.stats.provider_calls.load(std::sync::atomic::Ordering::Relaxed)
+        engine
+            .fetcher
+            .stats
+            .provider_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn keys(d: &refsync_core::assemble::DesiredSecret) -> String {

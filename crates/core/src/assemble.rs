@@ -65,10 +65,14 @@ pub struct DesiredSecret {
 pub enum Outcome {
     Write(DesiredSecret),
     /// No remote data and `deletionPolicy: Delete`: delete the Secret (reason `SecretDeleted`).
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
     /// No remote data and `deletionPolicy: Retain`: leave everything (`secret retained due to
     /// DeletionPolicy=Retain`).
-    Retain { name: String },
+    Retain {
+        name: String,
+    },
 }
 
 /// The target Secret's name: `target.name`, else the ExternalSecret's name.
@@ -93,7 +97,11 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
             .ok_or_else(|| Error::invalid("internal: dataFrom entry was not fetched"))?;
         let (what, map) = match (result, &entry.extract, &entry.find) {
             (Err(e), _, _) => {
-                let what = if entry.find.is_some() { "find" } else { "extract" };
+                let what = if entry.find.is_some() {
+                    "find"
+                } else {
+                    "extract"
+                };
                 if e.is_not_found() && !retain {
                     continue;
                 }
@@ -104,8 +112,11 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
                     Some(p) => match convert::property(raw.expose(), p, *mode) {
                         Some(v) => SecretBytes::from(v),
                         None if retain => {
-                            return Err(Error::not_found(format!("property {p} does not exist in key {}", r.key))
-                                .context(at("extract")));
+                            return Err(Error::not_found(format!(
+                                "property {p} does not exist in key {}",
+                                r.key
+                            ))
+                            .context(at("extract")));
                         }
                         None => continue,
                     },
@@ -113,13 +124,27 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
                 };
                 let map = convert::json_to_map(doc.expose())
                     .map_err(|e| e.context(format!("key {}", r.key)))
-                    .and_then(|m| finish_map(m, &entry.rewrite, r.conversion_strategy, r.decoding_strategy, r.null_byte_policy))
+                    .and_then(|m| {
+                        finish_map(
+                            m,
+                            &entry.rewrite,
+                            r.conversion_strategy,
+                            r.decoding_strategy,
+                            r.null_byte_policy,
+                        )
+                    })
                     .map_err(|e| e.context(at("extract")))?;
                 ("extract", map)
             }
             (Ok(FetchedFrom::Find(found)), _, Some(f)) => {
-                let map = finish_map(found.clone(), &entry.rewrite, f.conversion_strategy, f.decoding_strategy, f.null_byte_policy)
-                    .map_err(|e| e.context(at("find")))?;
+                let map = finish_map(
+                    found.clone(),
+                    &entry.rewrite,
+                    f.conversion_strategy,
+                    f.decoding_strategy,
+                    f.null_byte_policy,
+                )
+                .map_err(|e| e.context(at("find")))?;
                 ("find", map)
             }
             _ => {
@@ -146,14 +171,17 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
                 Some(p) => match convert::property(raw.expose(), p, *mode) {
                     Some(v) => v,
                     None if retain => {
-                        return Err(Error::not_found(format!("property {p} does not exist")).context(at));
+                        return Err(
+                            Error::not_found(format!("property {p} does not exist")).context(at)
+                        );
                     }
                     None => continue,
                 },
             },
         };
         let value = convert::decode(r.decoding_strategy, &value).map_err(|e| e.context(&at))?;
-        check_null_bytes(r.null_byte_policy, &entry.secret_key, &value).map_err(|e| e.context(&at))?;
+        check_null_bytes(r.null_byte_policy, &entry.secret_key, &value)
+            .map_err(|e| e.context(&at))?;
         out.insert(entry.secret_key.clone(), SecretBytes::from(value));
     }
     Ok(out)
@@ -169,21 +197,28 @@ fn finish_map(
     nulls: Option<crate::api::NullBytePolicy>,
 ) -> Result<SecretMap> {
     let mut map = if rewrite.is_empty() {
-        map.into_iter().map(|(k, v)| (convert::convert_key(conversion, &k), v)).collect()
+        map.into_iter()
+            .map(|(k, v)| (convert::convert_key(conversion, &k), v))
+            .collect()
     } else {
         rewrite_map(rewrite, map)?
     };
     convert::validate_keys(&mut map)?;
     let mut out = SecretMap::new();
     for (k, v) in map {
-        let decoded = convert::decode(decoding, v.expose()).map_err(|e| e.context(format!("key {k}")))?;
+        let decoded =
+            convert::decode(decoding, v.expose()).map_err(|e| e.context(format!("key {k}")))?;
         check_null_bytes(nulls, &k, &decoded)?;
         out.insert(k, SecretBytes::from(decoded));
     }
     Ok(out)
 }
 
-fn check_null_bytes(policy: Option<crate::api::NullBytePolicy>, key: &str, value: &[u8]) -> Result<()> {
+fn check_null_bytes(
+    policy: Option<crate::api::NullBytePolicy>,
+    key: &str,
+    value: &[u8],
+) -> Result<()> {
     if policy == Some(crate::api::NullBytePolicy::Fail) && value.contains(&0) {
         return Err(Error::invalid(format!(
             "fetched secret value for key {key:?} contains null bytes; use a text-safe format such as PEM/base64 or leave nullBytePolicy unset for intentional binary data"
@@ -199,7 +234,8 @@ pub fn rewrite_map(ops: &[ExternalSecretRewrite], mut map: SecretMap) -> Result<
         let at = format!("failed rewrite operation[{i}]");
         map = match (&op.regexp, &op.transform, &op.merge) {
             (Some(re), _, _) => {
-                let compiled = compile_regex(&re.source).map_err(|e| e.context(format!("{at}: regexp.source")))?;
+                let compiled = compile_regex(&re.source)
+                    .map_err(|e| e.context(format!("{at}: regexp.source")))?;
                 let target = go_replacement(&re.target);
                 map.into_iter()
                     .map(|(k, v)| (compiled.replace_all(&k, target.as_str()).into_owned(), v))
@@ -209,16 +245,21 @@ pub fn rewrite_map(ops: &[ExternalSecretRewrite], mut map: SecretMap) -> Result<
                 let mut out = SecretMap::new();
                 for (k, v) in map {
                     let data = serde_json::json!({ "value": k });
-                    let key = template::render_json("transform", &t.template, &data)
-                        .map_err(|e| Error::invalid(format!("{at}: transform failed for key {k:?}: {e}")))?;
-                    let key = String::from_utf8(key)
-                        .map_err(|_| Error::invalid(format!("{at}: transform produced a key that is not UTF-8")))?;
+                    let key =
+                        template::render_json("transform", &t.template, &data).map_err(|e| {
+                            Error::invalid(format!("{at}: transform failed for key {k:?}: {e}"))
+                        })?;
+                    let key = String::from_utf8(key).map_err(|_| {
+                        Error::invalid(format!("{at}: transform produced a key that is not UTF-8"))
+                    })?;
                     out.insert(key, v);
                 }
                 out
             }
             (None, None, Some(_)) => {
-                return Err(Error::unsupported(format!("{at}: rewrite.merge is not supported by refsync yet")));
+                return Err(Error::unsupported(format!(
+                    "{at}: rewrite.merge is not supported by refsync yet"
+                )));
             }
             (None, None, None) => map,
         };
@@ -246,11 +287,17 @@ fn go_replacement(target: &str) -> String {
 }
 
 /// Step two: the Secret from the provider data (ESO's `ApplyTemplate` + deletion policy).
-pub fn assemble(es: &ExternalSecret, data: SecretMap, sources: &TemplateSources) -> Result<Outcome> {
+pub fn assemble(
+    es: &ExternalSecret,
+    data: SecretMap,
+    sources: &TemplateSources,
+) -> Result<Outcome> {
     let name = target_name(es);
     let target = &es.spec.target;
     if target.manifest.is_some() {
-        return Err(Error::unsupported("spec.target.manifest: non-Secret targets are not supported by refsync"));
+        return Err(Error::unsupported(
+            "spec.target.manifest: non-Secret targets are not supported by refsync",
+        ));
     }
     if data.is_empty() {
         match target.deletion_policy {
@@ -297,25 +344,41 @@ pub fn assemble(es: &ExternalSecret, data: SecretMap, sources: &TemplateSources)
     let tpl_data = tpl.data.as_ref().filter(|d| !d.is_empty());
     let no_template = tpl_data.is_none() && tpl.template_from.is_empty();
     if tpl.merge_policy == Some(TemplateMergePolicy::Merge) || no_template {
-        desired.data.extend(data.iter().map(|(k, v)| (k.clone(), v.clone())));
+        desired
+            .data
+            .extend(data.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
-    let values: template::TemplateValues =
-        data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect();
+    let values: template::TemplateValues = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_vec()))
+        .collect();
 
     for (i, from) in tpl.template_from.iter().enumerate() {
         let at = format!("spec.target.template.templateFrom[{i}]");
         let target = from.target.unwrap_or_default();
         let decoding = from.values_decoding_strategy;
-        for (kind, r) in [(TemplateSourceKind::ConfigMap, &from.config_map), (TemplateSourceKind::Secret, &from.secret)] {
+        for (kind, r) in [
+            (TemplateSourceKind::ConfigMap, &from.config_map),
+            (TemplateSourceKind::Secret, &from.secret),
+        ] {
             let Some(r) = r else { continue };
             for item in &r.items {
                 let src = sources
                     .entries
                     .get(&(kind, r.name.clone(), item.key.clone()))
-                    .ok_or_else(|| Error::not_found(format!("{at}: {kind:?} {} has no key {}", r.name, item.key)))?;
-                let text = std::str::from_utf8(src.expose())
-                    .map_err(|_| Error::invalid(format!("{at}: template {}/{} is not UTF-8", r.name, item.key)))?;
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "{at}: {kind:?} {} has no key {}",
+                            r.name, item.key
+                        ))
+                    })?;
+                let text = std::str::from_utf8(src.expose()).map_err(|_| {
+                    Error::invalid(format!(
+                        "{at}: template {}/{} is not UTF-8",
+                        r.name, item.key
+                    ))
+                })?;
                 match item.template_as.unwrap_or_default() {
                     TemplateScope::Values => {
                         let out = render(&item.key, text, &values, &at)?;
@@ -339,9 +402,19 @@ pub fn assemble(es: &ExternalSecret, data: SecretMap, sources: &TemplateSources)
         }
     }
     if let Some(md) = &tpl.metadata {
-        for (target, map) in [(TemplateTarget::Labels, &md.labels), (TemplateTarget::Annotations, &md.annotations)] {
+        for (target, map) in [
+            (TemplateTarget::Labels, &md.labels),
+            (TemplateTarget::Annotations, &md.annotations),
+        ] {
             for (k, src) in map.iter().flatten() {
-                let at = format!("spec.target.template.metadata.{}.{k}", if target == TemplateTarget::Labels { "labels" } else { "annotations" });
+                let at = format!(
+                    "spec.target.template.metadata.{}.{k}",
+                    if target == TemplateTarget::Labels {
+                        "labels"
+                    } else {
+                        "annotations"
+                    }
+                );
                 let out = render(k, src, &values, &at)?;
                 apply(&mut desired, target, k, out, None, &at)?;
             }
@@ -350,9 +423,18 @@ pub fn assemble(es: &ExternalSecret, data: SecretMap, sources: &TemplateSources)
     check_size(desired)
 }
 
-fn render(name: &str, source: &str, values: &template::TemplateValues, at: &str) -> Result<Vec<u8>> {
+fn render(
+    name: &str,
+    source: &str,
+    values: &template::TemplateValues,
+    at: &str,
+) -> Result<Vec<u8>> {
     template::render(name, source, values).map_err(|e| {
-        let kind = if matches!(e, template::TemplateError::Limit { .. }) { ErrorKind::Limit } else { ErrorKind::Invalid };
+        let kind = if matches!(e, template::TemplateError::Limit { .. }) {
+            ErrorKind::Limit
+        } else {
+            ErrorKind::Invalid
+        };
         Error::new(kind, format!("{at}: {e}"))
     })
 }
@@ -368,12 +450,19 @@ fn apply(
     let value = convert::decode(decoding, &value).map_err(|e| e.context(at))?;
     match target {
         TemplateTarget::Data => {
-            desired.data.insert(key.to_string(), SecretBytes::from(value));
+            desired
+                .data
+                .insert(key.to_string(), SecretBytes::from(value));
         }
         TemplateTarget::Labels | TemplateTarget::Annotations => {
-            let text = String::from_utf8(value)
-                .map_err(|_| Error::invalid(format!("{at}: rendered metadata value is not UTF-8")))?;
-            let map = if target == TemplateTarget::Labels { &mut desired.labels } else { &mut desired.annotations };
+            let text = String::from_utf8(value).map_err(|_| {
+                Error::invalid(format!("{at}: rendered metadata value is not UTF-8"))
+            })?;
+            let map = if target == TemplateTarget::Labels {
+                &mut desired.labels
+            } else {
+                &mut desired.annotations
+            };
             map.insert(key.to_string(), text);
         }
     }
@@ -390,9 +479,13 @@ fn apply_keys_and_values(
     at: &str,
 ) -> Result<()> {
     let out = render(source, source, values, at)?;
-    let text = String::from_utf8(out).map_err(|_| Error::invalid(format!("{at}: rendered template is not UTF-8")))?;
-    let map: BTreeMap<String, String> = crate::manifest::yaml_from_str(&text)
-        .map_err(|_| Error::invalid(format!("{at}: could not unmarshal template to 'map[string][]byte'")))?;
+    let text = String::from_utf8(out)
+        .map_err(|_| Error::invalid(format!("{at}: rendered template is not UTF-8")))?;
+    let map: BTreeMap<String, String> = crate::manifest::yaml_from_str(&text).map_err(|_| {
+        Error::invalid(format!(
+            "{at}: could not unmarshal template to 'map[string][]byte'"
+        ))
+    })?;
     for (k, v) in map {
         apply(desired, target, &k, v.into_bytes(), decoding, at)?;
     }

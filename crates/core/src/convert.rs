@@ -22,18 +22,33 @@ const GO_URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, 
 /// `decodingStrategy`. Go's decoder skips `\r` and `\n`; `Auto` tries standard, then URL, then
 /// keeps the bytes. The error never contains the value.
 pub fn decode(strategy: Option<DecodingStrategy>, value: &[u8]) -> Result<Vec<u8>> {
-    let strip = || value.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect::<Vec<u8>>();
+    let strip = || {
+        value
+            .iter()
+            .copied()
+            .filter(|b| *b != b'\r' && *b != b'\n')
+            .collect::<Vec<u8>>()
+    };
     match strategy.unwrap_or_default() {
         DecodingStrategy::None => Ok(value.to_vec()),
-        DecodingStrategy::Base64 => GO_STD
-            .decode(strip())
-            .map_err(|e| Error::invalid(format!("decoding strategy Base64 failed: {}", base64_error(&e)))),
-        DecodingStrategy::Base64Url => GO_URL
-            .decode(strip())
-            .map_err(|e| Error::invalid(format!("decoding strategy Base64URL failed: {}", base64_error(&e)))),
+        DecodingStrategy::Base64 => GO_STD.decode(strip()).map_err(|e| {
+            Error::invalid(format!(
+                "decoding strategy Base64 failed: {}",
+                base64_error(&e)
+            ))
+        }),
+        DecodingStrategy::Base64Url => GO_URL.decode(strip()).map_err(|e| {
+            Error::invalid(format!(
+                "decoding strategy Base64URL failed: {}",
+                base64_error(&e)
+            ))
+        }),
         DecodingStrategy::Auto => {
             let s = strip();
-            Ok(GO_STD.decode(&s).or_else(|_| GO_URL.decode(&s)).unwrap_or_else(|_| value.to_vec()))
+            Ok(GO_STD
+                .decode(&s)
+                .or_else(|_| GO_URL.decode(&s))
+                .unwrap_or_else(|_| value.to_vec()))
         }
     }
 }
@@ -55,7 +70,8 @@ pub fn property(raw: &[u8], property: &str, mode: PropertyMode) -> Option<Vec<u8
     match mode {
         PropertyMode::Gjson => gjson_get(text, property),
         PropertyMode::ExactKeyThenGjson => {
-            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text)
+            if let Ok(serde_json::Value::Object(map)) =
+                serde_json::from_str::<serde_json::Value>(text)
                 && let Some(v) = map.get(property)
             {
                 return Some(json_value_bytes(v));
@@ -98,16 +114,29 @@ fn json_value_bytes(v: &serde_json::Value) -> Vec<u8> {
 /// `dataFrom.extract`: a JSON object becomes one key per member; string members are
 /// unquoted, other members keep their source text (ESO's `JSONToSecretDataMap`).
 pub fn json_to_map(raw: &[u8]) -> Result<SecretMap> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw)
-        .map_err(|e| Error::invalid(format!("unable to unmarshal secret: not a JSON object ({})", json_error_class(&e))))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).map_err(|e| {
+            Error::invalid(format!(
+                "unable to unmarshal secret: not a JSON object ({})",
+                json_error_class(&e)
+            ))
+        })?;
     // Keep non-string members as their source text: re-read them raw.
     let raw_members: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_slice(raw).map_err(|e| Error::invalid(format!("unable to unmarshal secret ({})", json_error_class(&e))))?;
+        serde_json::from_slice(raw).map_err(|e| {
+            Error::invalid(format!(
+                "unable to unmarshal secret ({})",
+                json_error_class(&e)
+            ))
+        })?;
     let mut out = SecretMap::new();
     for (k, v) in map {
         let bytes = match v {
             serde_json::Value::String(s) => s.into_bytes(),
-            _ => raw_members.get(&k).map(|r| r.get().as_bytes().to_vec()).unwrap_or_default(),
+            _ => raw_members
+                .get(&k)
+                .map(|r| r.get().as_bytes().to_vec())
+                .unwrap_or_default(),
         };
         out.insert(k, SecretBytes::from(bytes));
     }
@@ -116,7 +145,12 @@ pub fn json_to_map(raw: &[u8]) -> Result<SecretMap> {
 
 /// A JSON error's class and position, without the input text.
 fn json_error_class(e: &serde_json::Error) -> String {
-    format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// `conversionStrategy` for keys: characters other than letters, digits, `-`, `.` and `_`
@@ -179,14 +213,32 @@ mod tests {
 
     #[test]
     fn decoding_strategies() {
-        assert_eq!(decode(Some(DecodingStrategy::Base64), b"aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(decode(Some(DecodingStrategy::Base64), b"aGVs\nbG8=\n").unwrap(), b"hello");
+        assert_eq!(
+            decode(Some(DecodingStrategy::Base64), b"aGVsbG8=").unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            decode(Some(DecodingStrategy::Base64), b"aGVs\nbG8=\n").unwrap(),
+            b"hello"
+        );
         assert!(decode(Some(DecodingStrategy::Base64), b"aGVsbG8").is_err());
-        assert_eq!(decode(Some(DecodingStrategy::Base64Url), b"Pz8_").unwrap(), b"???");
+        assert_eq!(
+            decode(Some(DecodingStrategy::Base64Url), b"Pz8_").unwrap(),
+            b"???"
+        );
         assert!(decode(Some(DecodingStrategy::Base64), b"Pz8_").is_err());
-        assert_eq!(decode(Some(DecodingStrategy::Auto), b"Pz8_").unwrap(), b"???");
-        assert_eq!(decode(Some(DecodingStrategy::Auto), b"aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(decode(Some(DecodingStrategy::Auto), b"not base64!").unwrap(), b"not base64!");
+        assert_eq!(
+            decode(Some(DecodingStrategy::Auto), b"Pz8_").unwrap(),
+            b"???"
+        );
+        assert_eq!(
+            decode(Some(DecodingStrategy::Auto), b"aGVsbG8=").unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            decode(Some(DecodingStrategy::Auto), b"not base64!").unwrap(),
+            b"not base64!"
+        );
         assert_eq!(decode(None, b"aGVsbG8=").unwrap(), b"aGVsbG8=");
         let err = decode(Some(DecodingStrategy::Base64), b"canary-value!").unwrap_err();
         assert!(!err.to_string().contains("canary"), "{err}");
@@ -195,7 +247,9 @@ mod tests {
     #[test]
     fn property_paths() {
         let doc = br#"{"a":{"b":[{"c":"deep"},{"c":2}]},"n":42,"f":1.50,"o":{"x":1},"dot.key":"lit","s":"q\"uote"}"#;
-        let p = |path: &str| property(doc, path, PropertyMode::Gjson).map(|v| String::from_utf8(v).unwrap());
+        let p = |path: &str| {
+            property(doc, path, PropertyMode::Gjson).map(|v| String::from_utf8(v).unwrap())
+        };
         assert_eq!(p("a.b.0.c").as_deref(), Some("deep"));
         assert_eq!(p("a.b.1.c").as_deref(), Some("2"));
         assert_eq!(p("n").as_deref(), Some("42"));
@@ -209,13 +263,19 @@ mod tests {
         assert_eq!(exact, b"lit");
         let escaped = property(doc, "dot.key", PropertyMode::EscapedDotsThenGjson).unwrap();
         assert_eq!(escaped, b"lit");
-        assert_eq!(property(doc, "a.b.0.c", PropertyMode::EscapedDotsThenGjson).unwrap(), b"deep");
+        assert_eq!(
+            property(doc, "a.b.0.c", PropertyMode::EscapedDotsThenGjson).unwrap(),
+            b"deep"
+        );
         assert_eq!(property(b"\xff\xfe", "a", PropertyMode::Gjson), None);
     }
 
     #[test]
     fn json_to_map_keeps_source_text() {
-        let m = json_to_map(br#"{"user":"admin","port":5432,"nested":{"a": 1},"list":[1, 2],"t":true}"#).unwrap();
+        let m = json_to_map(
+            br#"{"user":"admin","port":5432,"nested":{"a": 1},"list":[1, 2],"t":true}"#,
+        )
+        .unwrap();
         assert_eq!(m["user"].expose(), b"admin");
         assert_eq!(m["port"].expose(), b"5432");
         assert_eq!(m["nested"].expose(), br#"{"a": 1}"#);
@@ -228,7 +288,10 @@ mod tests {
     #[test]
     fn key_conversion() {
         assert_eq!(convert_key(None, "path/to/key"), "path_to_key");
-        assert_eq!(convert_key(Some(ConversionStrategy::Unicode), "a/b"), "a_U002f_b");
+        assert_eq!(
+            convert_key(Some(ConversionStrategy::Unicode), "a/b"),
+            "a_U002f_b"
+        );
         assert_eq!(convert_key(None, "ok-key.1_x"), "ok-key.1_x");
         assert!(validate_key("a/b").is_err());
         assert!(validate_key(&"x".repeat(254)).is_err());

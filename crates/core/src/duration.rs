@@ -6,7 +6,11 @@ use crate::error::{Error, Result};
 
 /// Parses a Go duration string. Negative durations are refused.
 pub fn parse_go_duration(s: &str) -> Result<Duration> {
-    let bad = || Error::invalid(format!("invalid duration {s:?} (expected Go syntax such as 1h, 15m, 30s)"));
+    let bad = || {
+        Error::invalid(format!(
+            "invalid duration {s:?} (expected Go syntax such as 1h, 15m, 30s)"
+        ))
+    };
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -18,13 +22,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration> {
     let mut total: f64 = 0.0;
     let mut rest = t;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos_per = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -67,10 +75,22 @@ mod tests {
     #[test]
     fn parses_go_durations() {
         assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_go_duration("1h0m0s").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(
+            parse_go_duration("1h0m0s").unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("300ms").unwrap(),
+            Duration::from_millis(300)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_go_duration("0s").unwrap(), Duration::ZERO);
         for bad in ["", "1", "h", "-1h", "1d", "abc", "1h-3m"] {

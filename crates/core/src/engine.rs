@@ -51,7 +51,8 @@ pub fn namespace_allowed(
             }
         }
         if let (Some(sel), Some(labels)) = (&c.namespace_selector, labels)
-            && crate::selector::matches(sel, labels).map_err(|e| e.context(format!("spec.conditions[{i}].namespaceSelector")))?
+            && crate::selector::matches(sel, labels)
+                .map_err(|e| e.context(format!("spec.conditions[{i}].namespaceSelector")))?
         {
             return Ok(true);
         }
@@ -78,12 +79,26 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(registry: ProviderRegistry, fetcher: Fetcher) -> Self {
-        Engine { registry, fetcher, calls: Arc::new(crate::provider::CallCounter::default()), providers: Mutex::new(HashMap::new()) }
+        Engine {
+            registry,
+            fetcher,
+            calls: Arc::new(crate::provider::CallCounter::default()),
+            providers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The provider client of a store, built once per store version and shared.
-    pub async fn provider(&self, store: &ResolvedStore, reader: Arc<dyn SecretReader>) -> Result<Arc<dyn Provider>> {
-        if let Some(p) = self.providers.lock().unwrap_or_else(|p| p.into_inner()).get(&store.id) {
+    pub async fn provider(
+        &self,
+        store: &ResolvedStore,
+        reader: Arc<dyn SecretReader>,
+    ) -> Result<Arc<dyn Provider>> {
+        if let Some(p) = self
+            .providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&store.id)
+        {
             return Ok(p.clone());
         }
         let ctx = StoreContext {
@@ -96,7 +111,11 @@ impl Engine {
         let built = self.registry.build(&store.spec, &ctx).await?;
         let mut map = self.providers.lock().unwrap_or_else(|p| p.into_inner());
         // Older versions of the same store are dropped: their clients are stale.
-        map.retain(|id, _| !(id.kind == store.id.kind && id.namespace == store.id.namespace && id.name == store.id.name));
+        map.retain(|id, _| {
+            !(id.kind == store.id.kind
+                && id.namespace == store.id.namespace
+                && id.name == store.id.name)
+        });
         map.insert(store.id.clone(), built.clone());
         Ok(built)
     }
@@ -141,10 +160,16 @@ impl Engine {
         }
         let mut groups: BTreeMap<StoreName, Vec<(Slot, Read)>> = BTreeMap::new();
         for (i, r) in plan.data.iter().enumerate() {
-            groups.entry(r.store.clone()).or_default().push((Slot::Data(i), r.read.clone()));
+            groups
+                .entry(r.store.clone())
+                .or_default()
+                .push((Slot::Data(i), r.read.clone()));
         }
         for (i, r) in plan.data_from.iter().enumerate() {
-            groups.entry(r.store.clone()).or_default().push((Slot::From(i), r.read.clone()));
+            groups
+                .entry(r.store.clone())
+                .or_default()
+                .push((Slot::From(i), r.read.clone()));
         }
         let calls = groups.iter().map(|(name, items)| {
             let (store, provider) = &resolved[name];
@@ -157,8 +182,12 @@ impl Engine {
         let results = join_all(calls).await;
 
         let mut fetched = Fetched {
-            data: (0..plan.data.len()).map(|_| Err(Error::transient("not fetched"))).collect(),
-            data_from: (0..plan.data_from.len()).map(|_| Err(Error::transient("not fetched"))).collect(),
+            data: (0..plan.data.len())
+                .map(|_| Err(Error::transient("not fetched")))
+                .collect(),
+            data_from: (0..plan.data_from.len())
+                .map(|_| Err(Error::transient("not fetched")))
+                .collect(),
         };
         for ((_, items), (mode, values)) in groups.iter().zip(results) {
             for ((slot, _), value) in items.iter().zip(values) {
@@ -166,7 +195,9 @@ impl Engine {
                     Slot::Data(i) => {
                         fetched.data[i] = value.and_then(|v| match v {
                             ReadValue::Secret(s) => Ok((s, mode)),
-                            ReadValue::Map(_) => Err(Error::transient("internal: map for a single read")),
+                            ReadValue::Map(_) => {
+                                Err(Error::transient("internal: map for a single read"))
+                            }
                         })
                     }
                     Slot::From(i) => {
@@ -182,7 +213,10 @@ impl Engine {
         let data = assemble::provider_data(es, &fetched)?;
         let sources = template_sources(es, &namespace, reader.as_ref()).await?;
         let outcome = assemble::assemble(es, data, &sources)?;
-        Ok(Synced { outcome, stores: resolved.values().map(|(s, _)| s.id.clone()).collect() })
+        Ok(Synced {
+            outcome,
+            stores: resolved.values().map(|(s, _)| s.id.clone()).collect(),
+        })
     }
 }
 
@@ -193,13 +227,26 @@ pub fn join_errors(errors: Vec<Error>) -> Error {
     } else {
         ErrorKind::Invalid
     };
-    Error::new(kind, errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))
+    Error::new(
+        kind,
+        errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// Reads the ConfigMap and Secret keys `templateFrom` names, from the ExternalSecret's namespace.
-async fn template_sources(es: &ExternalSecret, namespace: &str, reader: &dyn SecretReader) -> Result<TemplateSources> {
+async fn template_sources(
+    es: &ExternalSecret,
+    namespace: &str,
+    reader: &dyn SecretReader,
+) -> Result<TemplateSources> {
     let mut out = TemplateSources::default();
-    let Some(tpl) = &es.spec.target.template else { return Ok(out) };
+    let Some(tpl) = &es.spec.target.template else {
+        return Ok(out);
+    };
     for (i, from) in tpl.template_from.iter().enumerate() {
         let at = format!("spec.target.template.templateFrom[{i}]");
         if let Some(cm) = &from.config_map {
@@ -208,7 +255,14 @@ async fn template_sources(es: &ExternalSecret, namespace: &str, reader: &dyn Sec
                     .config_map_key(namespace, &cm.name, &item.key)
                     .await
                     .map_err(|e| e.context(format!("{at}.configMap")))?;
-                out.entries.insert((TemplateSourceKind::ConfigMap, cm.name.clone(), item.key.clone()), v.into());
+                out.entries.insert(
+                    (
+                        TemplateSourceKind::ConfigMap,
+                        cm.name.clone(),
+                        item.key.clone(),
+                    ),
+                    v.into(),
+                );
             }
         }
         if let Some(s) = &from.secret {
@@ -217,7 +271,10 @@ async fn template_sources(es: &ExternalSecret, namespace: &str, reader: &dyn Sec
                     .secret_key(namespace, &s.name, &item.key)
                     .await
                     .map_err(|e| e.context(format!("{at}.secret")))?;
-                out.entries.insert((TemplateSourceKind::Secret, s.name.clone(), item.key.clone()), v);
+                out.entries.insert(
+                    (TemplateSourceKind::Secret, s.name.clone(), item.key.clone()),
+                    v,
+                );
             }
         }
     }

@@ -59,7 +59,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::NotFound, message)
@@ -89,6 +92,9 @@ impl Error {
 
     /// Prefixes the message with where it happened (`spec.data[0] (key: db)`), keeping the kind.
     pub fn context(self, at: impl fmt::Display) -> Self {
-        Error { kind: self.kind, message: format!("{at}: {}", self.message) }
+        Error {
+            kind: self.kind,
+            message: format!("{at}: {}", self.message),
+        }
     }
 }

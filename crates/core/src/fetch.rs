@@ -84,7 +84,12 @@ impl Fetcher {
     /// `ttl` is how long a successful read is reused; zero disables the cache (single-flight
     /// and batching still apply).
     pub fn new(ttl: Duration) -> Self {
-        Fetcher { ttl, cache: Mutex::new(HashMap::new()), inflight: Mutex::new(HashMap::new()), stats: FetchStats::default() }
+        Fetcher {
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            stats: FetchStats::default(),
+        }
     }
 
     /// Forgets every cached value of a store (its spec changed or it was deleted) or, with
@@ -110,8 +115,15 @@ impl Fetcher {
     }
 
     /// Executes `reads` against one store's provider; the result is index-aligned.
-    pub async fn fetch(&self, store: &StoreId, provider: &Arc<dyn Provider>, reads: &[Read]) -> Vec<Result<ReadValue>> {
-        self.stats.reads.fetch_add(reads.len() as u64, Ordering::Relaxed);
+    pub async fn fetch(
+        &self,
+        store: &StoreId,
+        provider: &Arc<dyn Provider>,
+        reads: &[Read],
+    ) -> Vec<Result<ReadValue>> {
+        self.stats
+            .reads
+            .fetch_add(reads.len() as u64, Ordering::Relaxed);
         let mut out: Vec<Option<Result<ReadValue>>> = vec![None; reads.len()];
         let mut waits: Vec<(usize, Wait)> = Vec::new();
         let mut new_gets: Vec<(usize, RemoteRef)> = Vec::new();
@@ -155,8 +167,15 @@ impl Fetcher {
             self.stats.provider_calls.fetch_add(1, Ordering::Relaxed);
             let fut: BoxFuture<'static, Arc<Vec<Result<ReadValue>>>> = async move {
                 let results = p.get_secrets(&refs).await;
-                let mut v: Vec<Result<ReadValue>> = results.into_iter().map(|r| r.map(ReadValue::Secret)).collect();
-                v.resize_with(refs.len(), || Err(Error::transient("provider returned fewer results than requested")));
+                let mut v: Vec<Result<ReadValue>> = results
+                    .into_iter()
+                    .map(|r| r.map(ReadValue::Secret))
+                    .collect();
+                v.resize_with(refs.len(), || {
+                    Err(Error::transient(
+                        "provider returned fewer results than requested",
+                    ))
+                });
                 Arc::new(v)
             }
             .boxed();
@@ -185,9 +204,18 @@ impl Fetcher {
             for (pos, i) in idxs.iter().enumerate() {
                 let key = (store.clone(), reads[*i].clone());
                 inflight.remove(&key);
-                let value = results.get(pos).cloned().unwrap_or_else(|| Err(Error::transient("missing result")));
+                let value = results
+                    .get(pos)
+                    .cloned()
+                    .unwrap_or_else(|| Err(Error::transient("missing result")));
                 if value.is_ok() && !self.ttl.is_zero() {
-                    cache.insert(key, Cached { value: value.clone(), at: Instant::now() });
+                    cache.insert(
+                        key,
+                        Cached {
+                            value: value.clone(),
+                            at: Instant::now(),
+                        },
+                    );
                 }
                 out[*i] = Some(value);
             }
@@ -196,7 +224,12 @@ impl Fetcher {
         for (i, wait) in &waits {
             if let Wait::Batch(batch, idx) = wait {
                 let results = batch.clone().await;
-                out[*i] = Some(results.get(*idx).cloned().unwrap_or_else(|| Err(Error::transient("missing result"))));
+                out[*i] = Some(
+                    results
+                        .get(*idx)
+                        .cloned()
+                        .unwrap_or_else(|| Err(Error::transient("missing result"))),
+                );
             }
         }
         for (i, wait) in &waits {
@@ -204,7 +237,9 @@ impl Fetcher {
                 out[*i] = out[*first].clone();
             }
         }
-        out.into_iter().map(|v| v.unwrap_or_else(|| Err(Error::transient("read was not executed")))).collect()
+        out.into_iter()
+            .map(|v| v.unwrap_or_else(|| Err(Error::transient("read was not executed"))))
+            .collect()
     }
 }
 

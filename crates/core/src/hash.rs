@@ -93,7 +93,10 @@ mod tests {
         m.insert("foo".to_string(), b"v1".to_vec());
         m.insert("bar".to_string(), b"v2".to_vec());
         m.insert("empty".to_string(), Vec::new());
-        assert_eq!(go_format_byte_map(&m), "map[bar:[118 50] empty:[] foo:[118 49]]");
+        assert_eq!(
+            go_format_byte_map(&m),
+            "map[bar:[118 50] empty:[] foo:[118 49]]"
+        );
         let none: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         assert_eq!(go_format_byte_map(&none), "map[]");
     }
@@ -101,7 +104,10 @@ mod tests {
     #[test]
     fn sha3_224_known_answer() {
         // SHA3-224("") from FIPS 202 test vectors.
-        assert_eq!(sha3_224_hex(b""), "6b4e03423667dbb73b6e15454f0eb1abd4597f9a1b078e3f5b5a6bc7");
+        assert_eq!(
+            sha3_224_hex(b""),
+            "6b4e03423667dbb73b6e15454f0eb1abd4597f9a1b078e3f5b5a6bc7"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod template;
 
 pub use error::{Error, ErrorKind, Result};
 pub use provider::{
-    CallCounter, CallObserver, Capabilities, FindRef, PropertyMode, Provider, ProviderFactory, ProviderRegistry, RemoteRef, SecretReader,
-    StoreContext,
+    CallCounter, CallObserver, Capabilities, FindRef, PropertyMode, Provider, ProviderFactory,
+    ProviderRegistry, RemoteRef, SecretReader, StoreContext,
 };
 pub use secret::{SecretBytes, SecretMap};

@@ -30,17 +30,28 @@ fn yaml_options() -> serde_saphyr::Options {
     b.max_anchors = 10_000;
     b.max_nodes = 1_000_000;
     b.max_total_scalar_bytes = 64 * 1024 * 1024;
+    b.max_recorded_anchor_events = 100_000;
+    b.max_documents = 100_000;
     o.budget = Some(b);
+    let mut a = o.alias_limits.clone();
+    a.max_total_replayed_events = 100_000;
+    o.alias_limits = a;
     o
 }
 
 /// One YAML document into `T`, under the same bounds as manifests.
 pub fn yaml_from_str<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
-    serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| first_line(&e.to_string()))
+    serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| first_line(&e.to_string()))
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(300).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 /// Where an object came from, for messages and annotations.
@@ -97,21 +108,34 @@ impl ManifestSet {
         collect_files(root, &mut files)?;
         files.sort();
         for file in files {
-            let origin = Origin { file: file.clone(), doc: 0 };
-            let meta = std::fs::metadata(&file).map_err(|e| Error::config(format!("{}: {e}", file.display())))?;
+            let origin = Origin {
+                file: file.clone(),
+                doc: 0,
+            };
+            let meta = std::fs::metadata(&file)
+                .map_err(|e| Error::config(format!("{}: {e}", file.display())))?;
             if meta.len() > MAX_FILE_BYTES {
                 set.errors.push(ManifestError {
                     origin,
-                    message: format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
+                    message: format!(
+                        "file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                        meta.len()
+                    ),
                 });
                 continue;
             }
             match std::fs::read(&file) {
                 Ok(bytes) => match String::from_utf8(bytes) {
                     Ok(text) => set.add_text(&text, &file, default_namespace),
-                    Err(_) => set.errors.push(ManifestError { origin, message: "file is not UTF-8".into() }),
+                    Err(_) => set.errors.push(ManifestError {
+                        origin,
+                        message: "file is not UTF-8".into(),
+                    }),
                 },
-                Err(e) => set.errors.push(ManifestError { origin, message: e.to_string() }),
+                Err(e) => set.errors.push(ManifestError {
+                    origin,
+                    message: e.to_string(),
+                }),
             }
         }
         Ok(set)
@@ -119,23 +143,35 @@ impl ManifestSet {
 
     /// Adds the documents of one YAML stream.
     pub fn add_text(&mut self, text: &str, file: &Path, default_namespace: &str) {
-        let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.errors.push(ManifestError {
-                    origin: Origin { file: file.to_path_buf(), doc: 0 },
-                    message: format!("not valid YAML: {}", first_line(&e.to_string())),
-                });
-                return;
-            }
-        };
+        let docs: Vec<serde_json::Value> =
+            match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.errors.push(ManifestError {
+                        origin: Origin {
+                            file: file.to_path_buf(),
+                            doc: 0,
+                        },
+                        message: format!("not valid YAML: {}", first_line(&e.to_string())),
+                    });
+                    return;
+                }
+            };
         for (i, doc) in docs.into_iter().enumerate() {
-            let origin = Origin { file: file.to_path_buf(), doc: i };
+            let origin = Origin {
+                file: file.to_path_buf(),
+                doc: i,
+            };
             if doc.is_null() {
                 continue;
             }
             if doc.get("kind").and_then(|k| k.as_str()) == Some("List") {
-                for item in doc.get("items").and_then(|i| i.as_array()).into_iter().flatten() {
+                for item in doc
+                    .get("items")
+                    .and_then(|i| i.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     self.add_object(item.clone(), &origin, default_namespace);
                 }
                 continue;
@@ -146,48 +182,89 @@ impl ManifestSet {
 
     fn add_object(&mut self, mut doc: serde_json::Value, origin: &Origin, default_namespace: &str) {
         normalize_metadata(&mut doc);
-        let api = doc.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let kind = doc.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let name = doc.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let api = doc
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let kind = doc
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let what = format!("{kind} {name:?}");
         let mut fail = |message: String| {
-            self.errors.push(ManifestError { origin: origin.clone(), message: format!("{what}: {message}") })
+            self.errors.push(ManifestError {
+                origin: origin.clone(),
+                message: format!("{what}: {message}"),
+            })
         };
         if name.is_empty() && !kind.is_empty() {
             fail("metadata.name is required".into());
             return;
         }
         if let Some(obj) = doc.get_mut("metadata").and_then(|m| m.as_object_mut())
-            && !matches!(kind.as_str(), "ClusterSecretStore" | "ClusterExternalSecret")
-            && obj.get("namespace").and_then(|n| n.as_str()).is_none_or(str::is_empty)
+            && !matches!(
+                kind.as_str(),
+                "ClusterSecretStore" | "ClusterExternalSecret"
+            )
+            && obj
+                .get("namespace")
+                .and_then(|n| n.as_str())
+                .is_none_or(str::is_empty)
         {
             obj.insert("namespace".into(), default_namespace.into());
         }
-        let ns = doc.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let ns = doc
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let eso = api.starts_with("external-secrets.io/");
+        // v1beta1 has the same shape for everything refsync reads; ESO no longer serves it, but
+        // manifests in git still use it.
+        let api = if api == "external-secrets.io/v1beta1" {
+            "external-secrets.io/v1".to_string()
+        } else {
+            api
+        };
         match (eso, api.as_str(), kind.as_str()) {
-            (true, "external-secrets.io/v1", "ExternalSecret") => match typed::<ExternalSecret>(doc) {
-                Ok(es) => self.external_secrets.push((es, origin.clone())),
-                Err(e) => fail(e),
-            },
-            (true, "external-secrets.io/v1", "ClusterExternalSecret") => match typed::<ClusterExternalSecret>(doc) {
-                Ok(ces) => self.cluster_external_secrets.push((ces, origin.clone())),
-                Err(e) => fail(e),
-            },
+            (true, "external-secrets.io/v1", "ExternalSecret") => {
+                match typed::<ExternalSecret>(doc) {
+                    Ok(es) => self.external_secrets.push((es, origin.clone())),
+                    Err(e) => fail(e),
+                }
+            }
+            (true, "external-secrets.io/v1", "ClusterExternalSecret") => {
+                match typed::<ClusterExternalSecret>(doc) {
+                    Ok(ces) => self.cluster_external_secrets.push((ces, origin.clone())),
+                    Err(e) => fail(e),
+                }
+            }
             (true, "external-secrets.io/v1", "SecretStore") => match typed::<SecretStore>(doc) {
                 Ok(s) => {
                     self.secret_stores.insert((ns, name), s);
                 }
                 Err(e) => fail(e),
             },
-            (true, "external-secrets.io/v1", "ClusterSecretStore") => match typed::<ClusterSecretStore>(doc) {
-                Ok(s) => {
-                    self.cluster_secret_stores.insert(name, s);
+            (true, "external-secrets.io/v1", "ClusterSecretStore") => {
+                match typed::<ClusterSecretStore>(doc) {
+                    Ok(s) => {
+                        self.cluster_secret_stores.insert(name, s);
+                    }
+                    Err(e) => fail(e),
                 }
-                Err(e) => fail(e),
-            },
-            (true, _, "PushSecret") => {}
-            (true, _, _) => fail(format!("apiVersion {api} is not served by refsync (use external-secrets.io/v1)")),
+            }
+            // Pushing is out of refsync's scope.
+            (true, _, "PushSecret" | "ClusterPushSecret") => {}
+            (true, _, _) => fail(format!(
+                "apiVersion {api} is not served by refsync (use external-secrets.io/v1)"
+            )),
             (false, "v1", "Secret") => match secret_data(&doc) {
                 Ok(data) => {
                     self.secrets.insert((ns, name), data);
@@ -197,7 +274,9 @@ impl ManifestSet {
             (false, "v1", "ConfigMap") => {
                 let data = doc
                     .get("data")
-                    .and_then(|d| serde_json::from_value::<BTreeMap<String, String>>(d.clone()).ok())
+                    .and_then(|d| {
+                        serde_json::from_value::<BTreeMap<String, String>>(d.clone()).ok()
+                    })
                     .unwrap_or_default();
                 self.config_maps.insert((ns, name), data);
             }
@@ -243,7 +322,10 @@ fn typed<T: DeserializeOwned>(doc: serde_json::Value) -> std::result::Result<T, 
 /// (`sha: 1234`). Kubernetes refuses those; refsync renders them as their text.
 fn normalize_metadata(doc: &mut serde_json::Value) {
     for field in ["labels", "annotations"] {
-        if let Some(map) = doc.pointer_mut(&format!("/metadata/{field}")).and_then(|m| m.as_object_mut()) {
+        if let Some(map) = doc
+            .pointer_mut(&format!("/metadata/{field}"))
+            .and_then(|m| m.as_object_mut())
+        {
             for v in map.values_mut() {
                 match v {
                     serde_json::Value::Number(n) => *v = serde_json::Value::String(n.to_string()),
@@ -259,7 +341,9 @@ fn secret_data(doc: &serde_json::Value) -> std::result::Result<BTreeMap<String, 
     let mut out = BTreeMap::new();
     if let Some(data) = doc.get("data").and_then(|d| d.as_object()) {
         for (k, v) in data {
-            let s = v.as_str().ok_or_else(|| format!("data.{k} must be a base64 string"))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("data.{k} must be a base64 string"))?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s.trim())
                 .map_err(|_| format!("data.{k} is not valid base64"))?;
@@ -268,7 +352,9 @@ fn secret_data(doc: &serde_json::Value) -> std::result::Result<BTreeMap<String, 
     }
     if let Some(data) = doc.get("stringData").and_then(|d| d.as_object()) {
         for (k, v) in data {
-            let s = v.as_str().ok_or_else(|| format!("stringData.{k} must be a string"))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("stringData.{k} must be a string"))?;
             out.insert(k.clone(), s.as_bytes().to_vec());
         }
     }
@@ -280,21 +366,31 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         out.push(dir.to_path_buf());
         return Ok(());
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::config(format!("{}: {e}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::config(format!("{}: {e}", dir.display())))?;
     for entry in entries.flatten() {
         let path = entry.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         let Ok(ft) = entry.file_type() else { continue };
         if hidden || ft.is_symlink() {
             continue;
         }
         if ft.is_dir() {
             collect_files(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(path);
         }
         if out.len() > MAX_FILES {
-            return Err(Error::limit(format!("more than {MAX_FILES} manifest files under {}", dir.display())));
+            return Err(Error::limit(format!(
+                "more than {MAX_FILES} manifest files under {}",
+                dir.display()
+            )));
         }
     }
     Ok(())
@@ -307,7 +403,11 @@ impl SecretReader for ManifestSet {
         let data = self
             .secrets
             .get(&(namespace.to_string(), name.to_string()))
-            .ok_or_else(|| Error::not_found(format!("Secret {namespace}/{name} not found in the manifests")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "Secret {namespace}/{name} not found in the manifests"
+                ))
+            })?;
         data.get(key)
             .map(|v| SecretBytes::from(v.clone()))
             .ok_or_else(|| Error::not_found(format!("Secret {namespace}/{name} has no key {key}")))
@@ -317,17 +417,28 @@ impl SecretReader for ManifestSet {
         let data = self
             .secrets
             .get(&(namespace.to_string(), name.to_string()))
-            .ok_or_else(|| Error::not_found(format!("Secret {namespace}/{name} not found in the manifests")))?;
-        Ok(data.iter().map(|(k, v)| (k.clone(), SecretBytes::from(v.clone()))).collect())
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "Secret {namespace}/{name} not found in the manifests"
+                ))
+            })?;
+        Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), SecretBytes::from(v.clone())))
+            .collect())
     }
 
     async fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Result<String> {
         let data = self
             .config_maps
             .get(&(namespace.to_string(), name.to_string()))
-            .ok_or_else(|| Error::not_found(format!("ConfigMap {namespace}/{name} not found in the manifests")))?;
-        data.get(key)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("ConfigMap {namespace}/{name} has no key {key}")))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "ConfigMap {namespace}/{name} not found in the manifests"
+                ))
+            })?;
+        data.get(key).cloned().ok_or_else(|| {
+            Error::not_found(format!("ConfigMap {namespace}/{name} has no key {key}"))
+        })
     }
 }

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::api::{
-    CreationPolicy, DeletionPolicy, ExternalSecret, SecretStoreRef, StoreKind,
-};
+use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, SecretStoreRef, StoreKind};
 use crate::assemble::compile_regex;
 use crate::error::{Error, Result};
 use crate::fetch::Read;
@@ -42,7 +40,11 @@ pub struct SyncPlan {
 impl SyncPlan {
     /// The distinct stores the plan reads from.
     pub fn stores(&self) -> BTreeSet<StoreName> {
-        self.data.iter().chain(&self.data_from).map(|r| r.store.clone()).collect()
+        self.data
+            .iter()
+            .chain(&self.data_from)
+            .map(|r| r.store.clone())
+            .collect()
     }
 }
 
@@ -52,7 +54,10 @@ fn store_name(r: &SecretStoreRef, field: &str) -> Result<StoreName> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Error::invalid(format!("{field}.name is required")))?;
-    Ok(StoreName { kind: r.kind.unwrap_or_default(), name })
+    Ok(StoreName {
+        kind: r.kind.unwrap_or_default(),
+        name,
+    })
 }
 
 /// The store an entry reads from: its own `sourceRef.storeRef`, else the ExternalSecret's.
@@ -107,7 +112,9 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
         ));
     }
     if t.manifest.is_some() {
-        errors.push(Error::unsupported("spec.target.manifest: non-Secret targets are not supported by refsync"));
+        errors.push(Error::unsupported(
+            "spec.target.manifest: non-Secret targets are not supported by refsync",
+        ));
     }
     if spec.data.is_empty() && spec.data_from.is_empty() {
         errors.push(Error::invalid("spec: either data or dataFrom must be set"));
@@ -122,13 +129,19 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
             errors.push(e.context(format!("{field}.secretKey")));
         }
         if !keys.insert(d.secret_key.clone()) {
-            errors.push(Error::invalid(format!("{field}.secretKey: duplicate secretKey {:?}", d.secret_key)));
+            errors.push(Error::invalid(format!(
+                "{field}.secretKey: duplicate secretKey {:?}",
+                d.secret_key
+            )));
         }
         if d.remote_ref.key.is_empty() {
             errors.push(Error::invalid(format!("{field}.remoteRef.key is required")));
         }
         match entry_store(es, d.source_ref.as_ref(), &field) {
-            Ok(store) => plan.data.push(PlannedRead { store, read: Read::Get(RemoteRef::from_api(&d.remote_ref)) }),
+            Ok(store) => plan.data.push(PlannedRead {
+                store,
+                read: Read::Get(RemoteRef::from_api(&d.remote_ref)),
+            }),
             Err(e) => errors.push(e),
         }
     }
@@ -147,12 +160,16 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
                 errors.push(Error::invalid(format!("{at}.transform.template: {e}")));
             }
             if rw.merge.is_some() {
-                errors.push(Error::unsupported(format!("{at}.merge: rewrite.merge is not supported by refsync yet")));
+                errors.push(Error::unsupported(format!(
+                    "{at}.merge: rewrite.merge is not supported by refsync yet"
+                )));
             }
         }
         let read = match (&d.extract, &d.find) {
             (Some(_), Some(_)) => {
-                errors.push(Error::invalid(format!("{field}: extract and find are mutually exclusive")));
+                errors.push(Error::invalid(format!(
+                    "{field}: extract and find are mutually exclusive"
+                )));
                 continue;
             }
             (Some(x), None) => {
@@ -162,22 +179,40 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
                 Read::Get(RemoteRef::from_api(x))
             }
             (None, Some(f)) => {
-                let regexp = f.name.as_ref().and_then(|n| n.regexp.clone()).filter(|r| !r.is_empty());
+                let regexp = f
+                    .name
+                    .as_ref()
+                    .and_then(|n| n.regexp.clone())
+                    .filter(|r| !r.is_empty());
                 if let Some(re) = &regexp
                     && let Err(e) = compile_regex(re)
                 {
                     errors.push(e.context(format!("{field}.find.name.regexp")));
                 }
                 let tags = f.tags.clone().unwrap_or_default();
-                if regexp.is_none() && tags.is_empty() && f.path.as_deref().is_none_or(str::is_empty) {
-                    errors.push(Error::invalid(format!("{field}.find: one of name, tags or path is required")));
+                if regexp.is_none()
+                    && tags.is_empty()
+                    && f.path.as_deref().is_none_or(str::is_empty)
+                {
+                    errors.push(Error::invalid(format!(
+                        "{field}.find: one of name, tags or path is required"
+                    )));
                 }
-                Read::Find(FindRef { path: f.path.clone().filter(|p| !p.is_empty()), name_regexp: regexp, tags })
+                Read::Find(FindRef {
+                    path: f.path.clone().filter(|p| !p.is_empty()),
+                    name_regexp: regexp,
+                    tags,
+                })
             }
             (None, None) => {
-                let generator = d.source_ref.as_ref().is_some_and(|s| s.generator_ref.is_some());
+                let generator = d
+                    .source_ref
+                    .as_ref()
+                    .is_some_and(|s| s.generator_ref.is_some());
                 errors.push(if generator {
-                    Error::unsupported(format!("{field}.sourceRef.generatorRef: generators are not supported by refsync"))
+                    Error::unsupported(format!(
+                        "{field}.sourceRef.generatorRef: generators are not supported by refsync"
+                    ))
                 } else {
                     Error::invalid(format!("{field}: one of extract or find is required"))
                 });
@@ -190,16 +225,25 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
         }
     }
     if let Some(tpl) = &t.template {
+        if tpl.engine_version == Some(crate::api::TemplateEngineVersion::V1) {
+            errors.push(Error::unsupported(
+                "spec.target.template.engineVersion: v1 was removed from the External Secrets API; use v2",
+            ));
+        }
         for (k, src) in tpl.data.iter().flatten() {
             if let Err(e) = template::check(k, src) {
-                errors.push(Error::invalid(format!("spec.target.template.data.{k}: {e}")));
+                errors.push(Error::invalid(format!(
+                    "spec.target.template.data.{k}: {e}"
+                )));
             }
         }
         if let Some(md) = &tpl.metadata {
             for (what, map) in [("labels", &md.labels), ("annotations", &md.annotations)] {
                 for (k, src) in map.iter().flatten() {
                     if let Err(e) = template::check(k, src) {
-                        errors.push(Error::invalid(format!("spec.target.template.metadata.{what}.{k}: {e}")));
+                        errors.push(Error::invalid(format!(
+                            "spec.target.template.metadata.{what}.{k}: {e}"
+                        )));
                     }
                 }
             }
@@ -208,9 +252,15 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
             if let Some(lit) = &from.literal
                 && let Err(e) = template::check("literal", lit)
             {
-                errors.push(Error::invalid(format!("spec.target.template.templateFrom[{i}].literal: {e}")));
+                errors.push(Error::invalid(format!(
+                    "spec.target.template.templateFrom[{i}].literal: {e}"
+                )));
             }
         }
     }
-    if errors.is_empty() { Ok(plan) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(errors)
+    }
 }

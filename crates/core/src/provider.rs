@@ -21,7 +21,11 @@ pub struct RemoteRef {
 
 impl RemoteRef {
     pub fn new(key: impl Into<String>) -> Self {
-        RemoteRef { key: key.into(), version: None, metadata: false }
+        RemoteRef {
+            key: key.into(),
+            version: None,
+            metadata: false,
+        }
     }
 
     pub fn from_api(r: &crate::api::ExternalSecretDataRemoteRef) -> Self {
@@ -155,17 +159,29 @@ impl CallCounter {
     /// Calls of `call` so far (successful and failed).
     pub fn count(&self, call: &str) -> u64 {
         let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().filter(|((_, c, _), _)| *c == call).map(|(_, n)| *n).sum()
+        m.iter()
+            .filter(|((_, c, _), _)| *c == call)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     pub fn total(&self) -> u64 {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
     }
 }
 
 impl CallObserver for CallCounter {
     fn observe(&self, provider: &'static str, call: &'static str, ok: bool) {
-        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry((provider, call, ok)).or_default() += 1;
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((provider, call, ok))
+            .or_default() += 1;
     }
 }
 
@@ -187,10 +203,12 @@ impl StoreContext {
     pub fn ref_namespace(&self, requested: Option<&str>) -> Result<String> {
         match (self.kind, requested) {
             (StoreKind::ClusterSecretStore, Some(ns)) if !ns.is_empty() => Ok(ns.to_string()),
-            (StoreKind::ClusterSecretStore, _) if self.namespace.is_empty() => Err(Error::config(format!(
-                "ClusterSecretStore {}: a namespace is required in references to Secrets",
-                self.name
-            ))),
+            (StoreKind::ClusterSecretStore, _) if self.namespace.is_empty() => {
+                Err(Error::config(format!(
+                    "ClusterSecretStore {}: a namespace is required in references to Secrets",
+                    self.name
+                )))
+            }
             (StoreKind::SecretStore, Some(ns)) if !ns.is_empty() && ns != self.namespace => {
                 Err(Error::config(format!(
                     "SecretStore {}/{} may only reference Secrets in its own namespace, not {ns}",
@@ -276,12 +294,15 @@ impl ProviderRegistry {
         }
     }
 
-    pub async fn build(&self, spec: &SecretStoreSpec, ctx: &StoreContext) -> Result<Arc<dyn Provider>> {
+    pub async fn build(
+        &self,
+        spec: &SecretStoreSpec,
+        ctx: &StoreContext,
+    ) -> Result<Arc<dyn Provider>> {
         let key = self.provider_key(spec)?;
-        let factory = self
-            .factories
-            .get(key)
-            .ok_or_else(|| Error::unsupported(format!("provider {key} is not supported by refsync")))?;
+        let factory = self.factories.get(key).ok_or_else(|| {
+            Error::unsupported(format!("provider {key} is not supported by refsync"))
+        })?;
         factory
             .build(spec, ctx)
             .await

@@ -22,7 +22,9 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> R
             "Exists" => have.is_some(),
             "DoesNotExist" => have.is_none(),
             other => {
-                return Err(Error::invalid(format!("matchExpressions[{i}].operator: unknown operator {other:?}")));
+                return Err(Error::invalid(format!(
+                    "matchExpressions[{i}].operator: unknown operator {other:?}"
+                )));
             }
         };
         if !ok {

@@ -19,7 +19,11 @@ pub struct AwsProvider {
     /// Roles assumed in a chain before `role`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub additional_roles: Vec<String>,
-    #[serde(default, rename = "externalID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "externalID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub session_tags: Vec<AwsTag>,
@@ -55,11 +59,23 @@ pub struct AwsAuth {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AwsAuthSecretRef {
-    #[serde(default, rename = "accessKeyIDSecretRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "accessKeyIDSecretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_key_id_secret_ref: Option<SecretKeySelector>,
-    #[serde(default, rename = "secretAccessKeySecretRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "secretAccessKeySecretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_access_key_secret_ref: Option<SecretKeySelector>,
-    #[serde(default, rename = "sessionTokenSecretRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sessionTokenSecretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub session_token_secret_ref: Option<SecretKeySelector>,
 }
 

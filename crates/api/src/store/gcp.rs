@@ -45,7 +45,11 @@ pub struct GcpWorkloadIdentity {
     pub cluster_location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    #[serde(default, rename = "clusterProjectID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clusterProjectID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_project_id: Option<String>,
 }
 

@@ -7,7 +7,8 @@ use refsync_core::{Error, Result};
 
 /// One Secret as a YAML document (with `apiVersion` and `kind`).
 pub fn to_yaml(secret: &Secret) -> Result<String> {
-    let mut v = serde_json::to_value(secret).map_err(|e| Error::invalid(format!("serialize Secret: {e}")))?;
+    let mut v = serde_json::to_value(secret)
+        .map_err(|e| Error::invalid(format!("serialize Secret: {e}")))?;
     if let Some(obj) = v.as_object_mut() {
         let mut ordered = serde_json::Map::new();
         ordered.insert("apiVersion".into(), "v1".into());
@@ -28,7 +29,8 @@ pub fn write(dir: &Path, secret: &Secret) -> Result<PathBuf> {
     std::fs::create_dir_all(&sub).map_err(|e| Error::config(format!("{}: {e}", sub.display())))?;
     let path = sub.join(format!("{name}.yaml"));
     let text = to_yaml(secret)?;
-    write_private(&path, text.as_bytes()).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    write_private(&path, text.as_bytes())
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     Ok(path)
 }
 

@@ -15,12 +15,18 @@ use crate::labels::*;
 
 /// Builds the Secret for `desired`, as ESO would write it for `es`.
 pub fn build_secret(es: &ExternalSecret, desired: &DesiredSecret) -> Secret {
-    let data: BTreeMap<String, ByteString> =
-        desired.data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec()))).collect();
+    let data: BTreeMap<String, ByteString> = desired
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
+        .collect();
     let mut labels = desired.labels.clone();
     let mut annotations = desired.annotations.clone();
     labels.insert(LABEL_MANAGED.into(), LABEL_MANAGED_VALUE.into());
-    annotations.insert(ANNOTATION_DATA_HASH.into(), hash::data_hash(desired.data.iter().map(|(k, v)| (k, v.expose()))));
+    annotations.insert(
+        ANNOTATION_DATA_HASH.into(),
+        hash::data_hash(desired.data.iter().map(|(k, v)| (k, v.expose()))),
+    );
     let policy = es.spec.target.creation_policy;
     let mut owner_references = None;
     if policy == CreationPolicy::Owner {

@@ -46,9 +46,16 @@ impl StoreSource for ManifestStores<'_> {
                 })
             }
             StoreKind::ClusterSecretStore => {
-                let store = self.set.cluster_secret_stores.get(&name.name).ok_or_else(|| {
-                    Error::config(format!("spec.secretStoreRef: ClusterSecretStore {} not found", name.name))
-                })?;
+                let store = self
+                    .set
+                    .cluster_secret_stores
+                    .get(&name.name)
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "spec.secretStoreRef: ClusterSecretStore {} not found",
+                            name.name
+                        ))
+                    })?;
                 if !namespace_allowed(&store.spec.conditions, namespace, None)? {
                     return Err(Error::config(format!(
                         "ClusterSecretStore {} does not allow namespace {namespace} (spec.conditions; namespaceSelector cannot be evaluated offline)",
