@@ -704,9 +704,9 @@ mod tests {
             serde_json::json!({"type": "service_account", "private_key": canary, "client_email": 7, "private_key_id": "k"}),
         ];
         for json in cases {
-            let e = service_account_credentials(json, "f")
-                .err()
-                .expect("refused");
+            let Err(e) = service_account_credentials(json, "f") else {
+                panic!("a bad key was accepted");
+            };
             assert_eq!(e.kind, ErrorKind::Config);
             assert!(!e.message.contains("canary"), "{}", e.message);
         }
