@@ -128,9 +128,12 @@ impl Fetcher {
         let mut waits: Vec<(usize, Wait)> = Vec::new();
         let mut new_gets: Vec<(usize, RemoteRef)> = Vec::new();
         let mut new_finds: Vec<(usize, FindRef)> = Vec::new();
+        // Checking the cache and the calls in flight, and registering new calls, happen under
+        // one lock so two concurrent requests never both start a call for the same read.
+        let mut started: Vec<(Vec<usize>, Batch)> = Vec::new();
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             let mut seen: HashMap<&Read, usize> = HashMap::new();
             for (i, read) in reads.iter().enumerate() {
                 let key = (store.clone(), read.clone());
@@ -157,40 +160,36 @@ impl Fetcher {
                     Read::Find(f) => new_finds.push((i, f.clone())),
                 }
             }
-        }
 
-        // One batch future for all new gets, one per find; register them as in flight.
-        let mut started: Vec<(Vec<usize>, Batch)> = Vec::new();
-        if !new_gets.is_empty() {
-            let refs: Vec<RemoteRef> = new_gets.iter().map(|(_, r)| r.clone()).collect();
-            let p = provider.clone();
-            self.stats.provider_calls.fetch_add(1, Ordering::Relaxed);
-            let fut: BoxFuture<'static, Arc<Vec<Result<ReadValue>>>> = async move {
-                let results = p.get_secrets(&refs).await;
-                let mut v: Vec<Result<ReadValue>> = results
-                    .into_iter()
-                    .map(|r| r.map(ReadValue::Secret))
-                    .collect();
-                v.resize_with(refs.len(), || {
-                    Err(Error::transient(
-                        "provider returned fewer results than requested",
-                    ))
-                });
-                Arc::new(v)
+            // One batch future for all new gets, one per find.
+            if !new_gets.is_empty() {
+                let refs: Vec<RemoteRef> = new_gets.iter().map(|(_, r)| r.clone()).collect();
+                let p = provider.clone();
+                self.stats.provider_calls.fetch_add(1, Ordering::Relaxed);
+                let fut: BoxFuture<'static, Arc<Vec<Result<ReadValue>>>> = async move {
+                    let results = p.get_secrets(&refs).await;
+                    let mut v: Vec<Result<ReadValue>> = results
+                        .into_iter()
+                        .map(|r| r.map(ReadValue::Secret))
+                        .collect();
+                    v.resize_with(refs.len(), || {
+                        Err(Error::transient(
+                            "provider returned fewer results than requested",
+                        ))
+                    });
+                    Arc::new(v)
+                }
+                .boxed();
+                started.push((new_gets.iter().map(|(i, _)| *i).collect(), fut.shared()));
             }
-            .boxed();
-            started.push((new_gets.iter().map(|(i, _)| *i).collect(), fut.shared()));
-        }
-        for (i, f) in &new_finds {
-            let p = provider.clone();
-            let f = f.clone();
-            self.stats.provider_calls.fetch_add(1, Ordering::Relaxed);
-            let fut: BoxFuture<'static, Arc<Vec<Result<ReadValue>>>> =
-                async move { Arc::new(vec![p.find(&f).await.map(ReadValue::Map)]) }.boxed();
-            started.push((vec![*i], fut.shared()));
-        }
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, f) in &new_finds {
+                let p = provider.clone();
+                let f = f.clone();
+                self.stats.provider_calls.fetch_add(1, Ordering::Relaxed);
+                let fut: BoxFuture<'static, Arc<Vec<Result<ReadValue>>>> =
+                    async move { Arc::new(vec![p.find(&f).await.map(ReadValue::Map)]) }.boxed();
+                started.push((vec![*i], fut.shared()));
+            }
             for (idxs, batch) in &started {
                 for (pos, i) in idxs.iter().enumerate() {
                     inflight.insert((store.clone(), reads[*i].clone()), (batch.clone(), pos));

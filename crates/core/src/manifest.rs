@@ -33,7 +33,7 @@ fn yaml_options() -> serde_saphyr::Options {
     b.max_recorded_anchor_events = 100_000;
     b.max_documents = 100_000;
     o.budget = Some(b);
-    let mut a = o.alias_limits.clone();
+    let mut a = o.alias_limits;
     a.max_total_replayed_events = 100_000;
     o.alias_limits = a;
     o
