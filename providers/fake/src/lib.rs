@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use refsync_core::api::{FakeProvider as FakeSpec, SecretStoreSpec};
 use refsync_core::assemble::compile_regex;
 use refsync_core::{
-    Capabilities, Error, FindRef, Provider, ProviderFactory, RemoteRef, Result, SecretBytes, SecretMap, StoreContext,
+    Capabilities, Error, FindRef, Provider, ProviderFactory, RemoteRef, Result, SecretBytes,
+    SecretMap, StoreContext,
 };
 
 /// Builds fake providers from `spec.provider.fake`.
@@ -22,7 +23,11 @@ impl ProviderFactory for FakeFactory {
         "fake"
     }
 
-    async fn build(&self, spec: &SecretStoreSpec, _ctx: &StoreContext) -> Result<Arc<dyn Provider>> {
+    async fn build(
+        &self,
+        spec: &SecretStoreSpec,
+        _ctx: &StoreContext,
+    ) -> Result<Arc<dyn Provider>> {
         let fake = spec
             .provider
             .fake
@@ -43,14 +48,19 @@ impl Fake {
         let mut entries = BTreeMap::new();
         for (i, d) in spec.data.iter().enumerate() {
             if d.key.is_empty() {
-                return Err(Error::config(format!("spec.provider.fake.data[{i}].key must not be empty")));
+                return Err(Error::config(format!(
+                    "spec.provider.fake.data[{i}].key must not be empty"
+                )));
             }
             entries.insert(
                 (d.key.clone(), d.version.clone().unwrap_or_default()),
                 SecretBytes::from(d.value.as_str()),
             );
         }
-        Ok(Fake { entries, validation_result: spec.validation_result })
+        Ok(Fake {
+            entries,
+            validation_result: spec.validation_result,
+        })
     }
 }
 
@@ -62,21 +72,29 @@ impl Provider for Fake {
 
     async fn get_secret(&self, r: &RemoteRef) -> Result<SecretBytes> {
         if r.metadata {
-            return Err(Error::unsupported("the fake provider has no metadata (metadataPolicy: Fetch)"));
+            return Err(Error::unsupported(
+                "the fake provider has no metadata (metadataPolicy: Fetch)",
+            ));
         }
         let version = r.version.clone().unwrap_or_default();
         self.entries
             .get(&(r.key.clone(), version))
             .cloned()
-            .ok_or_else(|| Error::not_found(format!("secret {:?} not found in the fake store", r.key)))
+            .ok_or_else(|| {
+                Error::not_found(format!("secret {:?} not found in the fake store", r.key))
+            })
     }
 
     async fn find(&self, f: &FindRef) -> Result<SecretMap> {
         if !f.tags.is_empty() {
-            return Err(Error::unsupported("find by tags is not supported by the fake provider"));
+            return Err(Error::unsupported(
+                "find by tags is not supported by the fake provider",
+            ));
         }
         let Some(re) = &f.name_regexp else {
-            return Err(Error::unsupported("the fake provider finds by name only (find.name.regexp)"));
+            return Err(Error::unsupported(
+                "the fake provider finds by name only (find.name.regexp)",
+            ));
         };
         let re = compile_regex(re)?;
         let mut latest: BTreeMap<&str, (&str, &SecretBytes)> = BTreeMap::new();
@@ -91,7 +109,10 @@ impl Provider for Fake {
                 }
             }
         }
-        Ok(latest.into_iter().map(|(k, (_, v))| (k.to_string(), v.clone())).collect())
+        Ok(latest
+            .into_iter()
+            .map(|(k, (_, v))| (k.to_string(), v.clone()))
+            .collect())
     }
 
     async fn validate(&self) -> Result<()> {
@@ -132,25 +153,48 @@ mod tests {
     #[tokio::test]
     async fn versions_are_separate() {
         let f = fake();
-        assert_eq!(f.get_secret(&RemoteRef::new("/foo/bar")).await.unwrap().expose(), b"HELLO1");
-        let v2 = RemoteRef { version: Some("v2".into()), ..RemoteRef::new("/foo/bar") };
+        assert_eq!(
+            f.get_secret(&RemoteRef::new("/foo/bar"))
+                .await
+                .unwrap()
+                .expose(),
+            b"HELLO1"
+        );
+        let v2 = RemoteRef {
+            version: Some("v2".into()),
+            ..RemoteRef::new("/foo/bar")
+        };
         assert_eq!(f.get_secret(&v2).await.unwrap().expose(), b"HELLO2");
-        let v3 = RemoteRef { version: Some("v3".into()), ..RemoteRef::new("/foo/bar") };
+        let v3 = RemoteRef {
+            version: Some("v3".into()),
+            ..RemoteRef::new("/foo/bar")
+        };
         assert!(f.get_secret(&v3).await.unwrap_err().is_not_found());
-        assert!(f.get_secret(&RemoteRef::new("/nope")).await.unwrap_err().is_not_found());
+        assert!(
+            f.get_secret(&RemoteRef::new("/nope"))
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 
     #[tokio::test]
     async fn find_takes_the_highest_version() {
         let f = fake();
         let found = f
-            .find(&FindRef { name_regexp: Some("^/foo/".into()), ..Default::default() })
+            .find(&FindRef {
+                name_regexp: Some("^/foo/".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found["/foo/bar"].expose(), b"HELLO2");
         assert_eq!(found["/foo/baz"].expose(), br#"{"john":"doe"}"#);
-        let tags = FindRef { tags: [("a".to_string(), "b".to_string())].into(), ..Default::default() };
+        let tags = FindRef {
+            tags: [("a".to_string(), "b".to_string())].into(),
+            ..Default::default()
+        };
         assert!(f.find(&tags).await.is_err());
     }
 
