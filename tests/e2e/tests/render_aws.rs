@@ -138,6 +138,17 @@ spec:
           secretAccessKeySecretRef:
             name: aws-creds
             key: secret-access-key
+---
+apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata:
+  name: aws-default-chain
+  namespace: shop
+spec:
+  provider:
+    aws:
+      service: ParameterStore
+      region: us-east-1
 "#,
         akid = b64(moto.access_key_id()),
         sak = b64(moto.secret_access_key()),
@@ -196,6 +207,19 @@ spec:
     - secretKey: feature
       remoteRef:
         key: /{p}/feature
+---
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata:
+  name: chain
+  namespace: shop
+spec:
+  secretStoreRef:
+    name: aws-default-chain
+  data:
+    - secretKey: feature
+      remoteRef:
+        key: /{p}/feature
 "#
     );
     let dir = manifest_dir(&[
@@ -219,8 +243,12 @@ spec:
         assert_eq!(apps["app-b"], b"value-b");
         assert_eq!(apps.len(), 3);
         assert_eq!(r.secrets["shop/flags"]["feature"], b"on");
+        assert_eq!(
+            r.secrets["shop/chain"]["feature"], b"on",
+            "no auth: the SDK's default chain (env keys)"
+        );
         assert!(
-            r.stderr.contains("3 ExternalSecret(s), 0 failed"),
+            r.stderr.contains("4 ExternalSecret(s), 0 failed"),
             "{}",
             r.stderr
         );
@@ -237,6 +265,11 @@ spec:
         ("AWS_SSM_ENDPOINT", endpoint.clone()),
         ("AWS_STS_ENDPOINT", endpoint.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            moto.secret_access_key().to_string(),
+        ),
     ];
     let d = dir.path().to_path_buf();
     let r = tokio::task::spawn_blocking(move || render(&d, &eso_env))
@@ -249,6 +282,11 @@ spec:
     let sdk_env = [
         ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            moto.secret_access_key().to_string(),
+        ),
     ];
     let d = dir.path().to_path_buf();
     let r = tokio::task::spawn_blocking(move || render(&d, &sdk_env))
