@@ -36,6 +36,8 @@ pub const METRICS_NAME: &str = "GCP/SecretManager";
 pub const ENDPOINT_ENV: &str = "GCP_SECRETMANAGER_ENDPOINT";
 /// How many reads `find` and `get_secrets` run at once.
 const CONCURRENCY: usize = 8;
+/// A bound on list pages, so a misbehaving server cannot page forever.
+const MAX_PAGES: usize = 10_000;
 
 const ACCESS: &str = "AccessSecretVersion";
 const GET_SECRET: &str = "GetSecret";
@@ -202,6 +204,7 @@ impl GcpSm {
     async fn latest_enabled(&self, secret: &str) -> Result<SecretBytes> {
         let mut token = String::new();
         let mut best: Option<(i64, i32, String)> = None;
+        let mut pages = 0usize;
         loop {
             let got = self
                 .client
@@ -222,8 +225,14 @@ impl GcpSm {
                     best = Some((at.0, at.1, v.name));
                 }
             }
-            if page.next_page_token.is_empty() {
+            if page.next_page_token.is_empty() || page.next_page_token == token {
                 break;
+            }
+            pages += 1;
+            if pages >= MAX_PAGES {
+                return Err(Error::limit(format!(
+                    "{LIST_VERSIONS} {secret}: more than {MAX_PAGES} pages"
+                )));
             }
             token = page.next_page_token;
         }
@@ -245,6 +254,7 @@ impl GcpSm {
         let parent = self.parent();
         let mut token = String::new();
         let mut ids = Vec::new();
+        let mut pages = 0usize;
         loop {
             let got = self
                 .client
@@ -263,6 +273,12 @@ impl GcpSm {
             );
             if page.next_page_token.is_empty() || page.next_page_token == token {
                 break;
+            }
+            pages += 1;
+            if pages >= MAX_PAGES {
+                return Err(Error::limit(format!(
+                    "{LIST_SECRETS} {parent}: more than {MAX_PAGES} pages"
+                )));
             }
             token = page.next_page_token;
         }
