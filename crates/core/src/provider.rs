@@ -49,12 +49,12 @@ pub struct FindRef {
 /// How a provider's raw value is searched for `property`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PropertyMode {
-    /// gjson path only (fake, GCP).
+    /// gjson path only (fake).
     Gjson,
     /// A top-level key equal to the whole property first, then a gjson path (Vault: keys may
     /// contain dots).
     ExactKeyThenGjson,
-    /// The property with its dots escaped (a literal dotted key) first, then a gjson path (AWS).
+    /// The property with its dots escaped (a literal dotted key) first, then a gjson path (AWS, GCP).
     EscapedDotsThenGjson,
 }
 
