@@ -68,7 +68,7 @@ pub(crate) fn kind_of_code(code: &str, message: Option<&str>, status: Option<u16
 
 /// Finds a refsync error (our own credential providers put one inside `CredentialsError`) or a
 /// `CredentialsError` in an error's source chain.
-fn credentials_cause(err: &(dyn StdError + 'static)) -> Option<Error> {
+pub(crate) fn credentials_cause(err: &(dyn StdError + 'static)) -> Option<Error> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     let mut saw_credentials_error = false;
     while let Some(e) = cur {
@@ -94,7 +94,7 @@ fn credentials_cause(err: &(dyn StdError + 'static)) -> Option<Error> {
         }
         cur = e.source();
     }
-    saw_credentials_error.then(|| Error::auth("no AWS credentials could be loaded"))
+    saw_credentials_error.then(|| Error::auth("no AWS credentials could be loaded (default chain)"))
 }
 
 /// Classifies an SDK error of operation `op` on `what` (a secret or parameter name).

@@ -310,25 +310,7 @@ impl Aws {
 
 /// A `CredentialsError` as a refsync error: our own providers carry one inside.
 pub(crate) fn credentials_error(e: &CredentialsError) -> Error {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(x) = cur {
-        if let Some(ours) = x.downcast_ref::<Error>() {
-            return ours.clone();
-        }
-        cur = x.source();
-    }
-    match e {
-        CredentialsError::InvalidConfiguration(_) => {
-            Error::config("the AWS credentials configuration is invalid")
-        }
-        CredentialsError::ProviderTimedOut(_) => {
-            Error::transient("loading AWS credentials timed out")
-        }
-        CredentialsError::CredentialsNotLoaded(_) => {
-            Error::auth("no AWS credentials could be loaded (default chain)")
-        }
-        _ => Error::auth("loading AWS credentials failed"),
-    }
+    errors::credentials_cause(e).unwrap_or_else(|| Error::auth("loading AWS credentials failed"))
 }
 
 fn retry_config(spec: &SecretStoreSpec) -> Result<Option<RetryConfig>> {

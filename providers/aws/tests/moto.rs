@@ -945,6 +945,22 @@ async fn store_configuration_errors() {
     let e = aws.get_secret(&RemoteRef::new("x")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(!format!("{e:?}").contains(moto.secret_access_key()));
+    // A failing link of the role chain surfaces with its own kind and operation.
+    let s = spec(AwsServiceType::SecretsManager, |a| {
+        a.role = Some("arn:aws:iam::123456789012:role/r".into())
+    });
+    let eps = Endpoints {
+        sts: Some("http://127.0.0.1:9".into()),
+        ..Endpoints::all(moto.endpoint())
+    };
+    let aws = Aws::build(&s, &ctx(reader_with_keys(moto), Default::default()), &eps)
+        .await
+        .unwrap();
+    let e = aws.get_secret(&RemoteRef::new("x")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+    assert!(e.message.contains("AssumeRole"), "{e}");
+    let e = aws.validate().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     // The factory registers under `aws`.
     assert_eq!(AwsFactory.key(), "aws");
 }
