@@ -17,8 +17,9 @@ const SA_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token
 /// Where a JWT for `kubernetes` / `jwt` login comes from.
 pub enum JwtSource {
     Secret(SecretKeySelector, &'static str),
+    /// `namespace` as requested; resolved at login (a ClusterSecretStore may learn it late).
     ServiceAccount {
-        namespace: String,
+        namespace: Option<String>,
         name: String,
         audiences: Vec<String>,
         expiration: i64,
@@ -88,7 +89,7 @@ fn required_selector(sel: &Option<SecretKeySelector>, field: &str) -> Result<Sec
 }
 
 impl AuthMethod {
-    pub fn from_spec(auth: Option<&VaultAuth>, ctx: &StoreContext) -> Result<Self> {
+    pub fn from_spec(auth: Option<&VaultAuth>) -> Result<Self> {
         let Some(a) = auth else {
             return Ok(AuthMethod::None);
         };
@@ -115,7 +116,7 @@ impl AuthMethod {
         if let Some(k) = &a.kubernetes {
             let jwt = if let Some(sa) = &k.service_account_ref {
                 JwtSource::ServiceAccount {
-                    namespace: ctx.ref_namespace(sa.namespace.as_deref())?,
+                    namespace: sa.namespace.clone(),
                     name: sa.name.clone(),
                     audiences: sa.audiences.clone().unwrap_or_default(),
                     expiration: 600,
@@ -164,7 +165,7 @@ impl AuthMethod {
                         .unwrap_or_else(|| vec!["vault".to_string()]),
                 );
                 JwtSource::ServiceAccount {
-                    namespace: ctx.ref_namespace(k.service_account_ref.namespace.as_deref())?,
+                    namespace: k.service_account_ref.namespace.clone(),
                     name: k.service_account_ref.name.clone(),
                     audiences,
                     expiration: k.expiration_seconds.unwrap_or(600),
@@ -396,15 +397,17 @@ async fn jwt_from(src: &JwtSource, ctx: &StoreContext) -> Result<String> {
             name,
             audiences,
             expiration,
-        } => ctx
-            .reader
-            .service_account_token(namespace, name, audiences, Some(*expiration))
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "cannot request a token for ServiceAccount {namespace}/{name}"
-                ))
-            })?,
+        } => {
+            let namespace = ctx.ref_namespace(namespace.as_deref())?;
+            ctx.reader
+                .service_account_token(&namespace, name, audiences, Some(*expiration))
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "cannot request a token for ServiceAccount {namespace}/{name}"
+                    ))
+                })?
+        }
         JwtSource::File(p) => {
             let b = tokio::fs::read(p).await.map_err(|e| {
                 Error::config(format!(
@@ -417,4 +420,61 @@ async fn jwt_from(src: &JwtSource, ctx: &StoreContext) -> Result<String> {
         }
     };
     text(trim(v), "the JWT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_responses_parse() {
+        let body =
+            json!({"auth": {"client_token": "t", "lease_duration": 3600, "renewable": true}});
+        let l = parse_auth(Some(&body)).unwrap();
+        assert_eq!(l.token.expose(), b"t");
+        assert_eq!(l.lease, Duration::from_secs(3600));
+        assert!(l.renewable);
+        assert!(parse_auth(Some(&json!({"auth": null}))).is_err());
+        assert!(parse_auth(Some(&json!({"auth": {"client_token": ""}}))).is_err());
+        assert!(parse_auth(None).is_err());
+        assert_eq!(login_mount("auth/approle/login"), "approle");
+        assert_eq!(login_mount("auth/up/login/alice"), "up");
+    }
+
+    #[test]
+    fn credentials_are_trimmed() {
+        assert_eq!(trim(SecretBytes::from(" \tabc\n")).expose(), b"abc");
+        assert_eq!(trim(SecretBytes::from("abc")).expose(), b"abc");
+        assert_eq!(trim(SecretBytes::from("  ")).expose(), b"");
+    }
+
+    #[test]
+    fn auth_specs_are_checked() {
+        use refsync_core::api::{VaultKubernetesAuth, VaultUserPassAuth};
+        assert!(matches!(AuthMethod::from_spec(None), Ok(AuthMethod::None)));
+        let k = VaultAuth {
+            kubernetes: Some(VaultKubernetesAuth {
+                mount_path: "kubernetes".into(),
+                role: " ".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = AuthMethod::from_spec(Some(&k)).err().unwrap();
+        assert!(e.to_string().contains("auth.kubernetes.role"), "{e}");
+        let u = VaultAuth {
+            user_pass: Some(VaultUserPassAuth {
+                path: "../x".into(),
+                username: "u".into(),
+                secret_ref: None,
+            }),
+            ..Default::default()
+        };
+        let e = AuthMethod::from_spec(Some(&u)).err().unwrap();
+        assert!(e.to_string().contains("userPass.path"), "{e}");
+        let e = AuthMethod::from_spec(Some(&VaultAuth::default()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no valid auth method"), "{e}");
+    }
 }

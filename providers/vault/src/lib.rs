@@ -11,7 +11,10 @@
 //! - Tokens are obtained once, cached, renewed (renewable tokens) or re-obtained before they
 //!   expire, and re-obtained when Vault says the cached one is no longer valid.
 //!
-//! Built on reqwest rather than `vaultrs`: see the crate README in the report for why.
+//! Built on reqwest (the workspace's 0.12) rather than `vaultrs` 0.8: vaultrs keeps one token
+//! and namespace in a client that needs `&mut` to change them, has no `X-Vault-Index` tracking,
+//! and would add reqwest 0.13 and rustify to the build; the few Vault endpoints used here are
+//! plain JSON over HTTP.
 
 mod auth;
 mod http;
@@ -41,7 +44,7 @@ use crate::paths::{KvVersion, data_path, go_json, go_string, metadata_path};
 /// ESO's metrics provider label.
 pub const METRICS_NAME: &str = "HashiCorp/Vault";
 
-/// Concurrent reads during `find`.
+/// Concurrent reads during `find` and `get_secrets`.
 const FIND_CONCURRENCY: usize = 8;
 /// Upper bound on the number of entries a `find` LISTs.
 const FIND_MAX_ENTRIES: usize = 100_000;
@@ -169,7 +172,7 @@ impl Vault {
             Some(n) => namespace_header(Some(n), &format!("{F}.auth.namespace"))?,
             None => namespace.clone(),
         };
-        let auth = AuthMethod::from_spec(auth_spec, ctx)?;
+        let auth = AuthMethod::from_spec(auth_spec)?;
 
         let mut headers = http::parse_headers(&spec.headers.clone().unwrap_or_default())?;
         let read_your_writes = spec.read_your_writes.unwrap_or(false);
@@ -623,6 +626,15 @@ impl Provider for Vault {
         }
         let data = self.read_data(&r.key, r.version.as_deref()).await?;
         Ok(SecretBytes::from(go_json(&data)))
+    }
+
+    /// Reads run concurrently (a few at a time); Vault has no batch read.
+    async fn get_secrets(&self, refs: &[RemoteRef]) -> Vec<Result<SecretBytes>> {
+        let futs: Vec<_> = refs.iter().map(|r| self.get_secret(r)).collect();
+        futures::stream::iter(futs)
+            .buffered(FIND_CONCURRENCY)
+            .collect()
+            .await
     }
 
     async fn find(&self, f: &FindRef) -> Result<SecretMap> {

@@ -83,16 +83,25 @@ impl TlsBao {
         body: Option<serde_json::Value>,
     ) -> serde_json::Value {
         let c = reqwest::Client::new();
-        let mut req = c
-            .request(method.clone(), format!("{}/v1/{path}", self.http))
-            .header("X-Vault-Token", &self.root);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path}: {status}: {text}");
+        // A fresh KV v2 mount answers 400 for a moment ("upgrading"): retry up to 5 s.
+        let mut attempt = 0;
+        let text = loop {
+            let mut req = c
+                .request(method.clone(), format!("{}/v1/{path}", self.http))
+                .header("X-Vault-Token", &self.root);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                break text;
+            }
+            attempt += 1;
+            assert!(attempt < 50, "{method} {path}: {status}: {text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 }

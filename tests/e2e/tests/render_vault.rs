@@ -9,18 +9,23 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn admin(bao: &OpenBao, method: Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = bao.request(method.clone(), path);
-    if let Some(b) = &body {
-        req = req.json(b);
+    // A fresh KV v2 mount answers 400 ("upgrading to versioned data") for a moment: retry.
+    let mut attempt = 0;
+    loop {
+        let mut req = bao.request(method.clone(), path);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("OpenBao request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            return serde_json::from_str(&text).unwrap_or(Value::Null);
+        }
+        attempt += 1;
+        assert!(attempt < 50, "{method} {path}: HTTP {status}: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let resp = req.send().await.expect("OpenBao request");
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "{method} {path}: HTTP {status}: {text}"
-    );
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 fn b64(s: &str) -> String {

@@ -167,20 +167,27 @@ pub async fn admin(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> serde_json::Value {
-    let mut req = bao.request(method.clone(), path);
-    if let Some(b) = &body {
-        req = req.json(b);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "{method} {path}: HTTP {status}: {text}"
-    );
+    // A fresh KV v2 mount answers 400 ("upgrading to versioned data") for a moment: retry
+    // failed requests for up to 5 s before failing the test.
+    let mut attempt = 0;
+    let text = loop {
+        let mut req = bao.request(method.clone(), path);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            break text;
+        }
+        attempt += 1;
+        assert!(attempt < 50, "{method} {path}: HTTP {status}: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     if text.is_empty() {
         serde_json::Value::Null
     } else {
