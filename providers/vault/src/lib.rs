@@ -714,6 +714,15 @@ impl Provider for Vault {
             }
         }
         let Some(mount) = &self.mount else {
+            if token.is_none() {
+                // Nothing else was asked of the server: at least check that it answers.
+                let resp = self
+                    .http
+                    .send(Method::GET, "sys/health", &[], None, None, None)
+                    .await;
+                self.observe("Health", resp.is_ok());
+                resp?;
+            }
             return Ok(());
         };
         // Any token with some capability under the mount may read this (Vault's UI preflight).

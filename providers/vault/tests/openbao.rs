@@ -325,6 +325,19 @@ async fn validate_gives_clear_reasons() {
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.to_string().contains("onnect"), "{e}");
 
+    // No auth and no mount: validate still checks that the server answers.
+    let mut noauth = token_spec(&format!("http://127.0.0.1:{port}"), None, 2);
+    noauth.auth = None;
+    let p = build(&noauth, root_reader(bao), calls.clone())
+        .await
+        .unwrap();
+    assert_eq!(p.validate().await.unwrap_err().kind, ErrorKind::Transient);
+    noauth.server = bao.addr().into();
+    let p = build(&noauth, root_reader(bao), calls.clone())
+        .await
+        .unwrap();
+    p.validate().await.unwrap();
+
     // Bad address.
     let e = build(
         &token_spec("vault.example:8200", None, 2),
