@@ -1,8 +1,6 @@
 //! Shared test helpers: an in-memory `SecretReader`, store contexts, and OpenBao admin calls.
 #![allow(dead_code)]
 
-pub mod suite;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
