@@ -2,6 +2,8 @@
 //! Sources (where ExternalSecrets and stores come from), sinks (where Secrets go) and the
 //! reconcilers that join them through the core engine.
 
+pub mod context;
 pub mod labels;
+pub mod metrics;
 pub mod sink;
 pub mod source;
