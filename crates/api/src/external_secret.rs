@@ -52,6 +52,7 @@ pub struct ExternalSecretSpec {
     pub data_from: Vec<ExternalSecretDataFromRemoteRef>,
     /// Accepted for compatibility; refsync does not honour sync windows yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub sync_windows: Option<serde_json::Value>,
 }
 
@@ -87,6 +88,7 @@ pub struct ExternalSecretTarget {
     pub immutable: Option<bool>,
     /// A non-Secret target (ESO's generic targets). Parsed; refsync reports it unsupported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub manifest: Option<serde_json::Value>,
 }
 
@@ -268,6 +270,7 @@ pub struct StoreSourceRef {
     pub store_ref: Option<SecretStoreRef>,
     /// Generators are parsed for compatibility; refsync reports them unsupported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub generator_ref: Option<serde_json::Value>,
 }
 
@@ -317,6 +320,7 @@ pub struct ExternalSecretRewrite {
     pub transform: Option<RewriteTransform>,
     /// ESO's `merge` rewrite. Parsed; refsync reports it unsupported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub merge: Option<serde_json::Value>,
 }
 

@@ -90,3 +90,12 @@ impl std::fmt::Display for StoreKind {
         f.write_str(self.as_str())
     }
 }
+
+/// Schema of a field refsync keeps as opaque JSON: any object, preserved by the apiserver.
+pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

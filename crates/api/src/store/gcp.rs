@@ -61,6 +61,7 @@ pub struct GcpWorkloadIdentityFederation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_ref: Option<ServiceAccountSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub aws_security_credentials: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,

@@ -36,6 +36,7 @@ pub struct VaultProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub check_and_set: Option<serde_json::Value>,
 }
 
@@ -98,9 +99,11 @@ pub struct VaultAuth {
     pub user_pass: Option<VaultUserPassAuth>,
     /// Parsed for compatibility; not supported by refsync yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub iam: Option<serde_json::Value>,
     /// Parsed for compatibility; not supported by refsync yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::meta::any_object")]
     pub gcp: Option<serde_json::Value>,
 }
 
