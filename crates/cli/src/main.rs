@@ -2,9 +2,12 @@
 //! The `refsync` binary.
 
 mod args;
+mod controller;
 mod providers;
 mod render;
 
 fn main() -> std::process::ExitCode {
+    // Dependencies enable both rustls crypto back ends; rustls needs one chosen explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     args::run()
 }

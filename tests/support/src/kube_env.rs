@@ -243,6 +243,7 @@ impl KubeEnv {
 
     /// Starts a dedicated etcd + kube-apiserver (stopped when dropped).
     pub async fn start() -> anyhow::Result<KubeEnv> {
+        crate::install_crypto_provider();
         let apiserver_bin = bins::kube_apiserver()?;
         let t0 = std::time::Instant::now();
         let (etcd, etcd_url) = start_etcd().await?;
@@ -348,6 +349,7 @@ impl KubeEnv {
 
     /// A fresh `kube::Config` for the admin user.
     pub async fn config(&self) -> kube::Config {
+        crate::install_crypto_provider();
         config_from(&self.kubeconfig)
             .await
             .expect("refsync-testenv: kubeconfig is valid")

@@ -28,3 +28,9 @@ pub use kube_env::KubeEnv;
 pub use moto::Moto;
 pub use openbao::OpenBao;
 pub use process::unique_name;
+
+/// Several crates in the workspace enable both of rustls' crypto back ends, and rustls then
+/// refuses to pick one: choose ring for the whole process before any TLS client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
