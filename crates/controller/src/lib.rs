@@ -7,3 +7,6 @@ pub mod labels;
 pub mod metrics;
 pub mod sink;
 pub mod source;
+pub mod error;
+pub mod reconcile;
+pub mod status;

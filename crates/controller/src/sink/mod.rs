@@ -2,3 +2,4 @@
 
 pub mod dir;
 pub mod secret;
+pub mod cluster;

@@ -1,3 +1,4 @@
 //! Sources: where ExternalSecrets, stores and the objects they reference come from.
 
 pub mod dir;
+pub mod cluster;

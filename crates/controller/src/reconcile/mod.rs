@@ -1,0 +1,3 @@
+//! Reconcilers: the kube-runtime controllers of refsync's custom resources.
+
+pub mod external_secret;
