@@ -2,7 +2,6 @@
 //! The `refsync` binary.
 
 mod args;
-mod controller;
 mod providers;
 mod render;
 
