@@ -93,6 +93,10 @@ pub struct EsReconciler {
     /// ExternalSecrets whose store changed: refresh them even within the interval.
     forced: Mutex<HashSet<Key>>,
     targets: Mutex<TargetIndex>,
+    /// True once the store and managed-Secret caches have their initial lists. (kube's
+    /// `Store::wait_until_ready` wakes only its most recent waiter, so one task waits on it
+    /// and reconciles wait on this.)
+    caches_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 fn key_of(es: &ExternalSecret) -> Key {
@@ -528,12 +532,13 @@ async fn reconcile(es: Arc<ExternalSecret>, r: Arc<EsReconciler>) -> Result<Acti
     if !r.ctx.is_leader() || es.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let _ = r.stores.secret_stores.wait_until_ready().await;
-    let _ = r.stores.cluster_stores.wait_until_ready().await;
-    let _ = r.sink.managed.wait_until_ready().await;
+    // The store and Secret caches are filled before the first decision.
+    let _ = r.caches_ready.clone().wait_for(|ready| *ready).await;
     let started = Instant::now();
     let (ns, name) = key_of(&es);
+    tracing::trace!(externalsecret = %format!("{ns}/{name}"), "reconcile");
     let result = r.sync(&es).await;
+    tracing::debug!(externalsecret = %format!("{ns}/{name}"), ok = result.is_ok(), elapsed = ?started.elapsed(), "reconciled");
     let secs = started.elapsed().as_secs_f64();
     let m = &r.ctx.metrics;
     m.sync_calls_total.with_label_values(&[&name, &ns]).inc();
@@ -676,7 +681,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         controller: "refsync".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
+    {
+        let (ss, css, sec) = (ss_store.clone(), css_store.clone(), secret_store.clone());
+        tokio::spawn(async move {
+            let _ = ss.wait_until_ready().await;
+            let _ = css.wait_until_ready().await;
+            let _ = sec.wait_until_ready().await;
+            let _ = ready_tx.send(true);
+        });
+    }
     let r = Arc::new(EsReconciler {
+        caches_ready,
         stores: ClusterStores {
             client: client.clone(),
             secret_stores: ss_store,
