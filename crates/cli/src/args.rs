@@ -34,6 +34,28 @@ enum Command {
     Render(RenderArgs),
     /// Print the CustomResourceDefinitions refsync serves.
     Crds,
+    /// Check a manifest tree offline (schema, store references, templates, regexps,
+    /// duplicate targets); no provider calls. Exit code 1 when anything is wrong.
+    Validate(ValidateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// Directory (or file) of YAML manifests.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Namespace for objects that do not set one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +82,7 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Render(args) => runtime().block_on(crate::render::run(args)),
+        Command::Validate(args) => crate::validate::run(args),
     }
 }
 

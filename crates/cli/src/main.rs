@@ -2,8 +2,10 @@
 //! The `refsync` binary.
 
 mod args;
+mod output;
 mod providers;
 mod render;
+mod validate;
 
 fn main() -> std::process::ExitCode {
     // Dependencies enable both rustls crypto back ends; rustls needs one chosen explicitly.

@@ -122,9 +122,8 @@ pub async fn run(args: RenderArgs) -> ExitCode {
         let _ = target_name(es);
         eprintln!("{ns}/{name}\tstore={store}\t{summary}");
     }
-    for d in &docs {
-        print!("---\n{d}");
-    }
+    let text: String = docs.iter().map(|d| format!("---\n{d}")).collect();
+    crate::output::stdout(&text);
     eprintln!(
         "{} ExternalSecret(s), {} failed; provider calls: {}",
         externals.len(),

@@ -21,6 +21,7 @@ pub mod provider;
 pub mod secret;
 pub mod selector;
 pub mod template;
+pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
 pub use provider::{
