@@ -37,6 +37,9 @@ enum Command {
     /// Check a manifest tree offline (schema, store references, templates, regexps,
     /// duplicate targets); no provider calls. Exit code 1 when anything is wrong.
     Validate(ValidateArgs),
+    /// Run the controller against a cluster (ExternalSecrets, SecretStores,
+    /// ClusterSecretStores).
+    Controller(crate::controller::ControllerArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,7 @@ pub fn run() -> ExitCode {
         }
         Command::Render(args) => runtime().block_on(crate::render::run(args)),
         Command::Validate(args) => crate::validate::run(args),
+        Command::Controller(args) => runtime().block_on(crate::controller::run(args)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! The `refsync` binary.
 
 mod args;
+mod controller;
 mod output;
 mod providers;
 mod render;

@@ -10,3 +10,6 @@ pub mod source;
 pub mod error;
 pub mod reconcile;
 pub mod status;
+pub mod http;
+pub mod leader;
+pub mod runtime;
