@@ -3,3 +3,4 @@
 pub mod dir;
 pub mod secret;
 pub mod cluster;
+pub mod diff;

@@ -2,3 +2,5 @@
 
 pub mod dir;
 pub mod cluster;
+pub mod git;
+pub mod watch;
