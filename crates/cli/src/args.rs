@@ -40,6 +40,10 @@ enum Command {
     /// Run the controller against a cluster (ExternalSecrets, SecretStores,
     /// ClusterSecretStores).
     Controller(crate::controller::ControllerArgs),
+    /// Compare what a manifest tree would write with the cluster: created / updated (keys) /
+    /// pruned / unchanged per Secret, values redacted. Exit code 0 = no changes, 2 = changes,
+    /// 1 = errors.
+    Plan(crate::plan::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +91,7 @@ pub fn run() -> ExitCode {
         Command::Render(args) => runtime().block_on(crate::render::run(args)),
         Command::Validate(args) => crate::validate::run(args),
         Command::Controller(args) => runtime().block_on(crate::controller::run(args)),
+        Command::Plan(args) => runtime().block_on(crate::plan::run(args)),
     }
 }
 

@@ -63,6 +63,12 @@ pub struct ControllerArgs {
     /// Seconds in-flight reconciles may take to finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Where ExternalSecrets come from: `cluster` (the CRDs), `dir` (`--manifests`) or `git`
+    /// (`--repo`, `--ref`, `--path`, `--interval`).
+    #[arg(long, value_enum, default_value_t = crate::tree::SourceKind::Cluster)]
+    pub source: crate::tree::SourceKind,
+    #[command(flatten)]
+    pub tree: Box<crate::tree::TreeArgs>,
 }
 
 pub async fn run(args: ControllerArgs) -> ExitCode {
@@ -124,5 +130,8 @@ async fn start(args: ControllerArgs) -> anyhow::Result<()> {
     };
     tracing::info!(namespace = ?opts.leader.namespace, lease = %opts.leader.lease_name,
         leader_elect = opts.leader.enabled, "starting the controller");
+    if args.source != crate::tree::SourceKind::Cluster {
+        return crate::tree::run(ctx, opts, args.source, &args.tree).await;
+    }
     runtime::run(ctx, opts).await
 }

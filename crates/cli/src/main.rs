@@ -2,10 +2,12 @@
 //! The `refsync` binary.
 
 mod args;
-mod controller;
 mod output;
+mod controller;
+mod plan;
 mod providers;
 mod render;
+mod tree;
 mod validate;
 
 fn main() -> std::process::ExitCode {

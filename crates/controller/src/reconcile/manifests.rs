@@ -865,3 +865,58 @@ pub async fn plan_one(
 pub fn origin_file(file: &Path, root: &Path) -> String {
     relative(file, root)
 }
+
+/// The controller process with a tree source instead of the CRD watches: leader election,
+/// `/metrics` and health endpoints, and the manifests reconciler, until SIGTERM/SIGINT.
+pub async fn serve(
+    ctx: Arc<Context>,
+    opts: crate::runtime::RuntimeOptions,
+    source: TreeSource,
+    mopts: ManifestOptions,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (stop_loop, loop_stopped) = crate::runtime::shutdown_pair();
+    let (stop_lease, lease_stopped) = crate::runtime::shutdown_pair();
+    let (stop_http, http_stopped) = crate::runtime::shutdown_pair();
+    let ready = Arc::new(AtomicBool::new(true));
+    let http = crate::http::serve(
+        ctx.clone(),
+        ready.clone(),
+        opts.metrics_addr,
+        opts.health_addr,
+        http_stopped,
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on --metrics-addr {} / --health-addr {}: {e}",
+            opts.metrics_addr,
+            opts.health_addr
+        )
+    })?;
+    let http = tokio::spawn(http);
+    let leader_state = crate::leader::LeaderState::new(ctx.leader.clone(), ctx.metrics.clone());
+    let leader = tokio::spawn(crate::leader::run(
+        ctx.client.clone(),
+        opts.leader.clone(),
+        leader_state,
+        lease_stopped,
+    ));
+    let mut reconciler = tokio::spawn(run(ctx.clone(), source, mopts, loop_stopped));
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+        _ = &mut reconciler => Err(anyhow::anyhow!("the manifests reconciler stopped unexpectedly")),
+    };
+    ready.store(false, Ordering::SeqCst);
+    stop_loop.send_replace(true);
+    let _ = tokio::time::timeout(opts.shutdown_timeout, reconciler).await;
+    stop_lease.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), leader).await;
+    stop_http.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    outcome
+}
