@@ -237,6 +237,10 @@ pub struct GitTree {
     pub default_namespace: String,
     pub interval: Duration,
     started: bool,
+    /// The last snapshot returned, re-sent when the ref is back at it after an error (so the
+    /// error is cleared).
+    last: Option<Snapshot>,
+    failed: bool,
 }
 
 impl GitTree {
@@ -246,6 +250,8 @@ impl GitTree {
             default_namespace,
             interval,
             started: false,
+            last: None,
+            failed: false,
         }
     }
 
@@ -257,18 +263,41 @@ impl GitTree {
                 tokio::time::sleep(self.interval).await;
             }
             self.started = true;
-            let Some(checkout) = self.git.fetch().await? else {
-                continue;
-            };
-            let snap = load(
-                &checkout.dir,
-                &self.default_namespace,
-                Some(checkout.sha.clone()),
-                checkout.sha.clone(),
-            )?;
-            self.git.mark_applied(&checkout.sha);
-            return Ok(snap);
+            match self.fetch_once().await {
+                Ok(Some(snap)) => {
+                    self.failed = false;
+                    self.last = Some(snap.clone());
+                    return Ok(snap);
+                }
+                Ok(None) if self.failed => {
+                    self.failed = false;
+                    if let Some(last) = self.last.clone() {
+                        return Ok(last);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
         }
+    }
+}
+
+impl GitTree {
+    async fn fetch_once(&mut self) -> Result<Option<Snapshot>, SourceError> {
+        let Some(checkout) = self.git.fetch().await? else {
+            return Ok(None);
+        };
+        let snap = load(
+            &checkout.dir,
+            &self.default_namespace,
+            Some(checkout.sha.clone()),
+            checkout.sha.clone(),
+        )?;
+        self.git.mark_applied(&checkout.sha);
+        Ok(Some(snap))
     }
 }
 
