@@ -10,10 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use refsync_api::{ClusterSecretStore, SecretStore, SecretStoreStatus};
-use refsync_testenv::KubeEnv;
+use refsync_api::{ClusterSecretStore, ExternalSecret, SecretStore, SecretStoreStatus};
+use refsync_testenv::{KubeEnv, OpenBao};
 use serde_json::json;
 
 /// A running `refsync controller`; killed when dropped. Its log goes to a file.
@@ -28,6 +29,11 @@ impl ControllerProcess {
     /// Starts `refsync controller --kubeconfig … --metrics-addr/--health-addr 127.0.0.1:<free>`
     /// plus `args`, with `POD_NAME=name` (the leader identity and the Events' instance).
     fn start(env: &KubeEnv, name: &str, args: &[&str]) -> ControllerProcess {
+        let level = std::env::var("REFSYNC_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".into());
+        Self::start_with_log(env, name, args, &level)
+    }
+
+    fn start_with_log(env: &KubeEnv, name: &str, args: &[&str], level: &str) -> ControllerProcess {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         env.write_kubeconfig(&kubeconfig).unwrap();
@@ -40,10 +46,7 @@ impl ControllerProcess {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .args([
-                "--log-level",
-                &std::env::var("REFSYNC_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
-            ])
+            .args(["--log-level", level])
             .args(args)
             .env("POD_NAME", name)
             .stdout(Stdio::null())
@@ -597,14 +600,190 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_kill_9() {
         "takeover took {took:?}"
     );
 
-    api.create(&pp, &secret_store("two", json!({"fake": {"data": []}})))
-        .await
-        .unwrap();
+    api.create(
+        &pp,
+        &secret_store(
+            "two",
+            json!({"fake": {"data": [{"key": "k", "value": "v"}]}}),
+        ),
+    )
+    .await
+    .unwrap();
     let (_, ready) = wait_store_ready(&api, "two", &follower).await;
     assert_eq!(ready.1, "Valid");
     let evs = events_for(&client, &ns, "two").await;
     assert!(
         evs.iter()
             .all(|e| e.reporting_instance.as_deref() == Some(follower_name))
+    );
+
+    // The new leader syncs an ExternalSecret created after the takeover.
+    let es: ExternalSecret = serde_json::from_value(json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": "after"},
+        "spec": {"secretStoreRef": {"name": "two"},
+                 "data": [{"secretKey": "a", "remoteRef": {"key": "k"}}]}
+    }))
+    .unwrap();
+    Api::<ExternalSecret>::namespaced(client.clone(), &ns)
+        .create(&pp, &es)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let value = wait_for(
+        Duration::from_secs(20),
+        || format!("Secret after not synced; log:\n{}", follower.log()),
+        || async {
+            let s = secrets.get_opt("after").await.ok()??;
+            s.data?.get("a").map(|v| v.0.clone())
+        },
+    )
+    .await;
+    assert_eq!(value, b"v");
+}
+
+/// OpenBao KV v2 write, retried while a fresh mount is still upgrading.
+async fn bao_write(bao: &OpenBao, path: &str, body: serde_json::Value) {
+    for _ in 0..50 {
+        let resp = bao
+            .request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("OpenBao request");
+        if resp.status().is_success() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("OpenBao write {path} kept failing");
+}
+
+#[tokio::test]
+async fn a_sync_shows_in_metrics_and_the_value_never_in_logs_or_metrics() {
+    let env = KubeEnv::shared().await;
+    let client = env.client().await;
+    refsync_e2e::install_crds(&client).await.unwrap();
+    let ns = env.create_namespace("ctl-sync").await.unwrap();
+    let bao = OpenBao::shared().await;
+    let mount = bao.create_kv_mount("ctlsync", 2).await.unwrap();
+    let canary = format!("canary-{}", refsync_testenv::unique_name("v"));
+    bao_write(
+        bao,
+        &format!("{mount}/data/app"),
+        json!({"data": {"password": canary}}),
+    )
+    .await;
+
+    let ctl = ControllerProcess::start_with_log(
+        env,
+        "sync",
+        &[
+            "--leader-elect=false",
+            "--namespace",
+            &ns,
+            "--controller-class",
+            &format!("class-{ns}"),
+        ],
+        // Everything refsync logs, down to trace.
+        "trace,kube=debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info,reqwest=info",
+    );
+    ctl.wait_ready().await;
+    let pp = PostParams::default();
+    let creds: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vault-creds"}, "stringData": {"token": bao.root_token()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&pp, &creds)
+        .await
+        .unwrap();
+    let store: SecretStore = serde_json::from_value(json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+        "metadata": {"name": "vault"},
+        "spec": {"provider": {"vault": {
+            "server": bao.addr(), "path": mount, "version": "v2",
+            "auth": {"tokenSecretRef": {"name": "vault-creds", "key": "token"}}
+        }}}
+    }))
+    .unwrap();
+    let stores: Api<SecretStore> = Api::namespaced(client.clone(), &ns);
+    stores.create(&pp, &store).await.unwrap();
+    let es: ExternalSecret = serde_json::from_value(json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": "app"},
+        "spec": {"secretStoreRef": {"name": "vault"}, "refreshInterval": "1h",
+                 "data": [{"secretKey": "password",
+                           "remoteRef": {"key": "app", "property": "password"}}]}
+    }))
+    .unwrap();
+    Api::<ExternalSecret>::namespaced(client.clone(), &ns)
+        .create(&pp, &es)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let value = wait_for(
+        Duration::from_secs(30),
+        || format!("Secret app not synced; log:\n{}", ctl.log()),
+        || async {
+            let s = secrets.get_opt("app").await.ok()??;
+            s.data?.get("password").map(|v| v.0.clone())
+        },
+    )
+    .await;
+    assert_eq!(value, canary.as_bytes());
+    let (_, ready) = wait_store_ready(&stores, "vault", &ctl).await;
+    assert_eq!(ready.1, "Valid");
+    // What the provider reports (ESO says ReadWrite for Vault; refsync's Vault provider keeps
+    // the ReadOnly default, as it does not push).
+    assert!(
+        stores
+            .get("vault")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .capabilities
+            .is_some()
+    );
+
+    let m = wait_for(
+        Duration::from_secs(10),
+        || "ExternalSecret metrics".into(),
+        || async {
+            let m = ctl.metrics().await;
+            m.contains("externalsecret_status_condition{condition=\"Ready\",name=\"app\"")
+                .then_some(m)
+        },
+    )
+    .await;
+    for want in [
+        format!("externalsecret_sync_calls_total{{name=\"app\",namespace=\"{ns}\"}} "),
+        format!(
+            "externalsecret_status_condition{{condition=\"Ready\",name=\"app\",namespace=\"{ns}\",status=\"True\"}} 1"
+        ),
+        "externalsecret_provider_api_calls_count{call=".to_string(),
+        "provider=\"HashiCorp/Vault\",status=\"success\"}".to_string(),
+        "refsync_provider_calls_total ".to_string(),
+        format!(
+            "secretstore_status_condition{{condition=\"Ready\",name=\"vault\",namespace=\"{ns}\",status=\"True\"}} 1"
+        ),
+    ] {
+        assert!(m.contains(&want), "missing {want:?} in /metrics:\n{m}");
+    }
+    assert!(!m.contains(&canary), "the canary value is in /metrics");
+    assert!(
+        !m.contains(bao.root_token()),
+        "the Vault token is in /metrics"
+    );
+    let log = ctl.log();
+    assert!(
+        log.contains("store status updated"),
+        "log not captured:\n{log}"
+    );
+    assert!(!log.contains(&canary), "the canary value is in the log");
+    assert!(
+        !log.contains(bao.root_token()),
+        "the Vault token is in the log"
     );
 }
