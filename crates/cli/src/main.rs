@@ -2,8 +2,8 @@
 //! The `refsync` binary.
 
 mod args;
-mod output;
 mod controller;
+mod output;
 mod plan;
 mod providers;
 mod render;

@@ -3,13 +3,13 @@
 //! reconcilers that join them through the core engine.
 
 pub mod context;
+pub mod error;
+pub mod http;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
+pub mod reconcile;
+pub mod runtime;
 pub mod sink;
 pub mod source;
-pub mod error;
-pub mod reconcile;
 pub mod status;
-pub mod http;
-pub mod leader;
-pub mod runtime;

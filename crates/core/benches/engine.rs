@@ -16,8 +16,8 @@ use refsync_core::engine::{Engine, ResolvedStore, StoreSource};
 use refsync_core::fetch::{Fetcher, StoreId};
 use refsync_core::plan::StoreName;
 use refsync_core::{
-    Error, FindRef, Provider, ProviderFactory, ProviderRegistry, RemoteRef, Result, SecretBytes, SecretMap,
-    SecretReader, StoreContext,
+    Error, FindRef, Provider, ProviderFactory, ProviderRegistry, RemoteRef, Result, SecretBytes,
+    SecretMap, SecretReader, StoreContext,
 };
 
 struct Memory {
@@ -31,7 +31,10 @@ impl Provider for Memory {
     }
     async fn get_secret(&self, r: &RemoteRef) -> Result<SecretBytes> {
         self.keys_requested.fetch_add(1, Ordering::Relaxed);
-        Ok(SecretBytes::from(format!(r#"{{"user":"u-{}","password":"p-{}","port":5432}}"#, r.key, r.key)))
+        Ok(SecretBytes::from(format!(
+            r#"{{"user":"u-{}","password":"p-{}","port":5432}}"#,
+            r.key, r.key
+        )))
     }
     async fn find(&self, _: &FindRef) -> Result<SecretMap> {
         Ok(SecretMap::new())
@@ -49,7 +52,9 @@ impl ProviderFactory for MemoryFactory {
         "fake"
     }
     async fn build(&self, _: &SecretStoreSpec, _: &StoreContext) -> Result<Arc<dyn Provider>> {
-        Ok(Arc::new(Memory { keys_requested: self.0.clone() }))
+        Ok(Arc::new(Memory {
+            keys_requested: self.0.clone(),
+        }))
     }
 }
 
@@ -100,15 +105,31 @@ fn external_secret(i: usize) -> ExternalSecret {
 }
 
 fn main() {
-    let n: usize = std::env::var("REFSYNC_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let n: usize = std::env::var("REFSYNC_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let requested = Arc::new(AtomicU64::new(0));
     let mut registry = ProviderRegistry::new();
     registry.register(Arc::new(MemoryFactory(requested.clone())));
-    let engine = Arc::new(Engine::new(registry, Fetcher::new(Duration::from_secs(3600))));
+    let engine = Arc::new(Engine::new(
+        registry,
+        Fetcher::new(Duration::from_secs(3600)),
+    ));
     let store = ResolvedStore {
-        id: StoreId { kind: StoreKind::SecretStore, namespace: "ns".into(), name: "store".into(), version: "1".into() },
-        spec: serde_json::from_value(serde_json::json!({"provider": {"fake": {"data": []}}})).expect("spec"),
+        id: StoreId {
+            kind: StoreKind::SecretStore,
+            namespace: "ns".into(),
+            name: "store".into(),
+            version: "1".into(),
+        },
+        spec: serde_json::from_value(serde_json::json!({"provider": {"fake": {"data": []}}}))
+            .expect("spec"),
     };
     let stores = Arc::new(OneStore(store));
     let items: Vec<ExternalSecret> = (0..n).map(external_secret).collect();
@@ -121,7 +142,12 @@ fn main() {
                 .cloned()
                 .map(|es| {
                     let (engine, stores) = (engine.clone(), stores.clone());
-                    tokio::spawn(async move { engine.sync(&es, stores.as_ref(), Arc::new(NoReader)).await.map(|_| ()) })
+                    tokio::spawn(async move {
+                        engine
+                            .sync(&es, stores.as_ref(), Arc::new(NoReader))
+                            .await
+                            .map(|_| ())
+                    })
                 })
                 .collect();
             let mut ok = 0usize;
@@ -146,7 +172,11 @@ fn main() {
     tpl.insert("k1".to_string(), b"pass".to_vec());
     let started = Instant::now();
     for _ in 0..n {
-        refsync_core::template::render("dsn", "postgres://{{ .k0 }}:{{ .k1 }}@db:5432/app", &tpl).expect("render");
+        refsync_core::template::render("dsn", "postgres://{{ .k0 }}:{{ .k1 }}@db:5432/app", &tpl)
+            .expect("render");
     }
-    println!("template render: {:.1} µs each", started.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "template render: {:.1} µs each",
+        started.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
 }

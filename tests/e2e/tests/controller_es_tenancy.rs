@@ -105,10 +105,18 @@ async fn namespaced_store_isolation_and_cluster_store_conditions() {
         "could not get secret data from provider"
     );
     assert!(get_secret(&client, &ns_refused, "app").await.is_none());
-    let ev = events(&client, &ns_refused, "app").await;
-    assert!(
-        ev.iter()
-            .any(|e| e.1 == "UpdateFailed" && e.2.contains("is not allowed from namespace")),
-        "{ev:?}"
-    );
+    // The ExternalSecret may first be reconciled before the ClusterSecretStore reaches the
+    // cache ("not found"); the refusal follows on the retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ev = events(&client, &ns_refused, "app").await;
+        if ev
+            .iter()
+            .any(|e| e.1 == "UpdateFailed" && e.2.contains("is not allowed from namespace"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ev:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -103,7 +103,9 @@ impl Daemon {
             .arg("--exec-path")
             .output()
             .expect("git --exec-path (Debian's git)");
-        let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_string();
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
         let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
                 "--reuseaddr",

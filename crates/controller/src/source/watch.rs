@@ -302,6 +302,7 @@ impl GitTree {
 }
 
 /// Either kind of tree.
+#[allow(clippy::large_enum_variant)] // one per process; never moved in a hot path
 pub enum TreeSource {
     Dir(DirSource),
     Git(GitTree),
