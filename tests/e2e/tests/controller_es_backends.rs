@@ -1,6 +1,7 @@
 //! The in-process ExternalSecret controller against real backends on the real kube-apiserver:
 //! AWS Secrets Manager and Parameter Store on moto (credentials from a real Kubernetes Secret
-//! through `auth.secretRef`), GCP Secret Manager on the emulator, and ESO's `target.immutable`
+//! through `auth.secretRef`), GCP Secret Manager on the emulator (a service-account key, made
+//! at run time with openssl, in a real Kubernetes Secret; the emulator rejects anything else), and ESO's `target.immutable`
 //! and `refreshPolicy` (`CreatedOnce`, `OnChange`) semantics with a remote value that changes.
 //!
 //! Endpoints: the providers read them from the process environment (`AWS_SECRETSMANAGER_ENDPOINT`,
@@ -31,8 +32,11 @@ use refsync_core::fetch::Fetcher;
 use refsync_core::{Error, Provider, ProviderFactory, ProviderRegistry, Result, StoreContext};
 use refsync_provider_aws::{Aws, Endpoints};
 use refsync_testenv::Moto;
-use refsync_testenv::gcp::GcpSm as GcpEmulator;
+use refsync_testenv::gcp::{Auth, Config as EmuConfig, GcpSm as GcpEmulator};
 use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `spec.provider.aws` with every service at moto's endpoint.
 struct AwsAt(String);
@@ -323,12 +327,90 @@ async fn syncs_from_aws_secrets_manager_and_parameter_store_on_moto() {
     );
 }
 
-/// Fixture write through the emulator's REST API (no auth configured on the emulator).
-async fn gcp_put(emu: &GcpEmulator, project: &str, id: &str, value: &str) {
+const GCP_PROJECT: &str = "refsync-e2e";
+const EMAIL: &str = "refsync-e2e@refsync-e2e.iam.gserviceaccount.com";
+const KEY_ID: &str = "e2e0000000000000000000000000000000000001";
+
+/// A 2048-bit RSA key made now: (PKCS#8 private PEM, SPKI public PEM, private key file).
+fn openssl_key(dir: &Path, name: &str) -> (String, String, std::path::PathBuf) {
+    let private = dir.join(format!("{name}.pem"));
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("this test needs the openssl CLI to make a throwaway RSA key: {e}")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let p = private.to_str().unwrap();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        p,
+    ]);
+    let public = String::from_utf8(run(&["pkey", "-in", p, "-pubout"])).unwrap();
+    let pem = std::fs::read_to_string(&private).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "PKCS#8 PEM expected"
+    );
+    (pem, public, private)
+}
+
+/// A self-signed service-account JWT, as google-cloud-auth makes one, for the fixture writes.
+fn admin_jwt(private_key_file: &Path) -> String {
+    use base64::Engine as _;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": KEY_ID});
+    let claims = serde_json::json!({
+        "iss": EMAIL, "sub": EMAIL, "scope": "https://www.googleapis.com/auth/cloud-platform",
+        "iat": now - 10, "exp": now + 600,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string()),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let input_file = private_key_file.with_extension("input");
+    std::fs::write(&input_file, &signing_input).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(private_key_file)
+        .arg(&input_file)
+        .output()
+        .expect("openssl dgst");
+    assert!(
+        out.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!(
+        "{signing_input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out.stdout)
+    )
+}
+
+/// Fixture write through the emulator's REST API, signed by the registered key.
+async fn gcp_put(emu: &GcpEmulator, jwt: &str, id: &str, value: &str) {
+    let project = GCP_PROJECT;
     let http = reqwest::Client::new();
     let base = format!("{}/v1/projects/{project}/secrets", emu.endpoint());
     let r = http
         .post(format!("{base}?secretId={id}"))
+        .bearer_auth(jwt)
         .json(&json!({"replication": {"automatic": {}}}))
         .send()
         .await
@@ -341,6 +423,7 @@ async fn gcp_put(emu: &GcpEmulator, project: &str, id: &str, value: &str) {
     use base64::Engine as _;
     let r = http
         .post(format!("{base}/{id}:addVersion"))
+        .bearer_auth(jwt)
         .json(
             &json!({"payload": {"data": base64::engine::general_purpose::STANDARD.encode(value)}}),
         )
@@ -356,16 +439,40 @@ async fn syncs_from_the_gcp_secret_manager_emulator() {
     let client = client().await;
     let ns = namespace("es-gcp").await;
     let moto = Moto::shared().await;
-    let emu = GcpEmulator::start().await.expect("start the GCP emulator");
-    let project = "refsync-e2e";
-    gcp_put(&emu, project, "db-password", "gcp-one").await;
+    // The emulator accepts only requests signed by this throwaway service-account key.
+    let tmp = tempfile::tempdir().unwrap();
+    let (private_pem, public_pem, private_file) = openssl_key(tmp.path(), "sa");
+    let emu = GcpEmulator::start_with(EmuConfig {
+        auth: Auth::ServiceAccounts(vec![(EMAIL.into(), KEY_ID.into(), public_pem)]),
+    })
+    .await
+    .expect("start the GCP emulator");
+    let jwt = admin_jwt(&private_file);
+    let project = GCP_PROJECT;
+    gcp_put(&emu, &jwt, "db-password", "gcp-one").await;
     gcp_put(
         &emu,
-        project,
+        &jwt,
         "db-config",
         r#"{"host":"db.internal","port":"5432"}"#,
     )
     .await;
+    // The key in a real Kubernetes Secret; its token_uri leads nowhere (never used with a
+    // private endpoint: the provider signs its own JWTs).
+    let key_json = json!({
+        "type": "service_account", "project_id": project, "private_key_id": KEY_ID,
+        "private_key": private_pem, "client_email": EMAIL, "client_id": "100000000000000000007",
+        "token_uri": "http://127.0.0.1:9/token"
+    })
+    .to_string();
+    let sa: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gcp-sa"}, "stringData": {"key.json": key_json}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
 
     let _ctl = start_backends(&client, &ns, moto, Some(emu.endpoint()));
     apply::<refsync_api::SecretStore>(
@@ -373,7 +480,9 @@ async fn syncs_from_the_gcp_secret_manager_emulator() {
         json!({
             "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
             "metadata": {"name": "gcp", "namespace": ns},
-            "spec": {"provider": {"gcpsm": {"projectID": project}}}
+            "spec": {"provider": {"gcpsm": {"projectID": project, "auth": {"secretRef": {
+                "secretAccessKeySecretRef": {"name": "gcp-sa", "key": "key.json"}
+            }}}}}
         }),
     )
     .await;
@@ -399,7 +508,7 @@ async fn syncs_from_the_gcp_secret_manager_emulator() {
     let es = wait_reason(&client, &ns, "app", "SecretSynced").await;
     let t_sync = t0.elapsed();
 
-    gcp_put(&emu, project, "db-password", "gcp-two").await;
+    gcp_put(&emu, &jwt, "db-password", "gcp-two").await;
     let t1 = Instant::now();
     force_sync(&client, &ns, "app", "1").await;
     let updated = wait_value(&client, &ns, "app", "password", "gcp-two").await;
@@ -459,7 +568,8 @@ async fn immutable_target_is_created_immutable_and_never_rewritten() {
     let t_sync = t0.elapsed();
 
     // The remote value changes: ESO refuses to rewrite the immutable data and says so.
-    sm_put(moto, &key, "two").await;
+    const CANARY: &str = "imm-canary-7c2e91";
+    sm_put(moto, &key, CANARY).await;
     force_sync(&client, &ns, "app", "1").await;
     let es = wait_reason(&client, &ns, "app", "SecretSyncedError").await;
     assert_eq!(
@@ -477,6 +587,21 @@ async fn immutable_target_is_created_immutable_and_never_rewritten() {
     );
     assert_eq!(data(&kept, "v").as_deref(), Some("one"));
     assert_eq!(kept.immutable, Some(true));
+    // ESO's markAsFailed: a Warning UpdateFailed Event; the new value appears nowhere.
+    let ev = wait_for(
+        "Warning UpdateFailed event",
+        Duration::from_secs(10),
+        || async {
+            let ev = events(&client, &ns, "app").await;
+            ev.iter()
+                .any(|e| e.0 == "Warning" && e.1 == "UpdateFailed")
+                .then_some(ev)
+        },
+    )
+    .await;
+    assert!(!format!("{ev:?}").contains(CANARY), "value in an Event");
+    let status = serde_json::to_string(&get_es(&client, &ns, "app").await.status).unwrap();
+    assert!(!status.contains(CANARY), "value in the status");
     eprintln!("immutable: first sync {t_sync:?}, total {:?}", t0.elapsed());
 }
 
