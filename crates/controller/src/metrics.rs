@@ -84,6 +84,10 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(skipped.clone()))
             .expect("unique metric");
+        // Memory and CPU of the controller itself (`process_resident_memory_bytes`,
+        // `process_cpu_seconds_total`, ...), read from /proc.
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         Metrics {
             sync_calls_total: counter(
                 &r,
@@ -241,6 +245,7 @@ mod tests {
             "externalsecret_status_condition{condition=\"Ready\",name=\"a\",namespace=\"ns\",status=\"False\"} 0",
             "# TYPE externalsecret_provider_api_calls_count counter",
             "externalsecret_provider_api_calls_count{call=\"ReadSecretData\",provider=\"HashiCorp/Vault\",status=\"success\"} 1",
+            "# TYPE process_resident_memory_bytes gauge",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
