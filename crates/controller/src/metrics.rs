@@ -87,7 +87,9 @@ impl Metrics {
         // Memory and CPU of the controller itself (`process_resident_memory_bytes`,
         // `process_cpu_seconds_total`, ...), read from /proc.
         #[cfg(target_os = "linux")]
-        let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         Metrics {
             sync_calls_total: counter(
                 &r,
