@@ -545,6 +545,48 @@ impl Provider for Aws {
     }
 }
 
+/// The batchable reads of `refs` (no version, no metadata) by distinct remote id (`id` maps a
+/// key to it): the ids to fetch, and a function placing their results at every index that
+/// asked for them. Indices left `None` are read one by one by the caller.
+pub(crate) fn batch_plan(refs: &[RemoteRef], id: impl Fn(&str) -> String) -> BatchPlan {
+    let ids: Vec<(usize, String)> = refs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.version.is_none() && !r.metadata)
+        .map(|(i, r)| (i, id(&r.key)))
+        .collect();
+    BatchPlan {
+        len: refs.len(),
+        groups: group_indices(ids.iter().map(|(i, id)| (*i, id.as_str()))),
+    }
+}
+
+pub(crate) struct BatchPlan {
+    len: usize,
+    groups: Vec<(String, Vec<usize>)>,
+}
+
+impl BatchPlan {
+    /// The distinct ids to fetch in one batch.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.groups.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Places the batch's results (aligned with `ids()`) at the indices that asked for them.
+    pub(crate) fn scatter(
+        &self,
+        fetched: Vec<Result<SecretBytes>>,
+    ) -> Vec<Option<Result<SecretBytes>>> {
+        let mut out: Vec<Option<Result<SecretBytes>>> = vec![None; self.len];
+        for ((_, idx), res) in self.groups.iter().zip(fetched) {
+            for &i in idx {
+                out[i] = Some(res.clone());
+            }
+        }
+        out
+    }
+}
+
 /// Splits `refs` into groups by key, keeping every index a key appears at.
 pub(crate) fn group_indices<'a>(
     keys: impl Iterator<Item = (usize, &'a str)>,

@@ -8,7 +8,7 @@ use refsync_core::assemble::compile_regex;
 use refsync_core::{Error, ErrorKind, FindRef, RemoteRef, Result, SecretBytes, SecretMap};
 
 use crate::errors::{classify, classify_entry};
-use crate::{Aws, METRICS_SECRETS_MANAGER as SM, group_indices, tags_json};
+use crate::{Aws, METRICS_SECRETS_MANAGER as SM, tags_json};
 
 /// `BatchGetSecretValue` takes at most 20 ids.
 pub(crate) const BATCH: usize = 20;
@@ -80,25 +80,12 @@ impl Aws {
         c: &Client,
         refs: &[RemoteRef],
     ) -> Vec<Result<SecretBytes>> {
-        let mut out: Vec<Option<Result<SecretBytes>>> = vec![None; refs.len()];
-        // Plain current-version reads go through the batch API; the rest one by one.
-        let ids: Vec<(usize, String)> = refs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.version.is_none() && !r.metadata)
-            .map(|(i, r)| (i, self.sm_id(&r.key)))
-            .collect();
-        let groups = group_indices(ids.iter().map(|(i, id)| (*i, id.as_str())));
-        let unique: Vec<String> = groups.iter().map(|(id, _)| id.clone()).collect();
-        let fetched = self.sm_fetch_ids(c, &unique).await;
-        for ((_, idx), res) in groups.iter().zip(fetched) {
-            for &i in idx {
-                out[i] = Some(res.clone());
-            }
-        }
-        for (i, r) in refs.iter().enumerate() {
-            if out[i].is_none() {
-                out[i] = Some(self.sm_get(c, r).await);
+        // Plain current-value reads go through the batch API; the rest one by one.
+        let plan = crate::batch_plan(refs, |key| self.sm_id(key));
+        let mut out = plan.scatter(self.sm_fetch_ids(c, &plan.ids()).await);
+        for (slot, r) in out.iter_mut().zip(refs) {
+            if slot.is_none() {
+                *slot = Some(self.sm_get(c, r).await);
             }
         }
         out.into_iter()

@@ -9,7 +9,7 @@ use refsync_core::assemble::compile_regex;
 use refsync_core::{Error, ErrorKind, FindRef, RemoteRef, Result, SecretBytes, SecretMap};
 
 use crate::errors::classify;
-use crate::{Aws, METRICS_PARAMETER_STORE as PS, group_indices, tags_json};
+use crate::{Aws, METRICS_PARAMETER_STORE as PS, tags_json};
 
 /// `GetParameters` takes at most 10 names.
 pub(crate) const BATCH: usize = 10;
@@ -74,24 +74,12 @@ impl Aws {
         c: &Client,
         refs: &[RemoteRef],
     ) -> Vec<Result<SecretBytes>> {
-        let mut out: Vec<Option<Result<SecretBytes>>> = vec![None; refs.len()];
-        let names: Vec<(usize, String)> = refs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.version.is_none() && !r.metadata)
-            .map(|(i, r)| (i, self.ssm_name(&r.key)))
-            .collect();
-        let groups = group_indices(names.iter().map(|(i, n)| (*i, n.as_str())));
-        let unique: Vec<String> = groups.iter().map(|(n, _)| n.clone()).collect();
-        let fetched = self.ssm_fetch_names(c, &unique).await;
-        for ((_, idx), res) in groups.iter().zip(fetched) {
-            for &i in idx {
-                out[i] = Some(res.clone());
-            }
-        }
-        for (i, r) in refs.iter().enumerate() {
-            if out[i].is_none() {
-                out[i] = Some(self.ssm_get(c, r).await);
+        // Plain current-value reads go through the batch API; the rest one by one.
+        let plan = crate::batch_plan(refs, |key| self.ssm_name(key));
+        let mut out = plan.scatter(self.ssm_fetch_names(c, &plan.ids()).await);
+        for (slot, r) in out.iter_mut().zip(refs) {
+            if slot.is_none() {
+                *slot = Some(self.ssm_get(c, r).await);
             }
         }
         out.into_iter()
