@@ -17,6 +17,7 @@
 //! started per test.
 
 pub mod bins;
+pub mod eso;
 pub mod gcp;
 pub mod kube_env;
 pub mod moto;
