@@ -159,7 +159,13 @@ pub async fn run(
     }
 }
 
-/// Follows the manager: acquires, renews, reports changes. Errors drop leadership at once.
+/// Follows the manager: acquires, renews, reports changes. Errors drop leadership at once; the
+/// watchdog gives it back as soon as the Lease shows this replica's renewal again.
+///
+/// `held` keeps the manager's belief across an error: the manager does not reset it on errors,
+/// so after an apiserver restart it goes on renewing the lease without ever reporting a change;
+/// clearing `held` here would leave this replica holding the lease forever without writing
+/// (and no other replica could take over).
 async fn elect(manager: &LeaseManager, held: &watch::Sender<bool>, state: &LeaderState) {
     loop {
         match manager.changed().await {
@@ -170,7 +176,6 @@ async fn elect(manager: &LeaseManager, held: &watch::Sender<bool>, state: &Leade
                 }
             }
             Err(e) => {
-                held.send_replace(false);
                 state.set(false);
                 tracing::warn!(error = %e, "leader lease error; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
