@@ -122,6 +122,14 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
                     },
                     None => raw.clone(),
                 };
+                if doc.len() > MAX_VALUE_BYTES {
+                    return Err(Error::limit(format!(
+                        "{}: key {}: a value of {} bytes exceeds the Kubernetes Secret limit of {MAX_VALUE_BYTES} bytes",
+                        at("extract"),
+                        r.key,
+                        doc.len()
+                    )));
+                }
                 let map = convert::json_to_map(doc.expose())
                     .map_err(|e| e.context(format!("key {}", r.key)))
                     .and_then(|m| {
@@ -180,6 +188,12 @@ pub fn provider_data(es: &ExternalSecret, fetched: &Fetched) -> Result<SecretMap
             },
         };
         let value = convert::decode(r.decoding_strategy, &value).map_err(|e| e.context(&at))?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Error::limit(format!(
+                "{at}: a value of {} bytes exceeds the Kubernetes Secret limit of {MAX_VALUE_BYTES} bytes",
+                value.len()
+            )));
+        }
         check_null_bytes(r.null_byte_policy, &entry.secret_key, &value)
             .map_err(|e| e.context(&at))?;
         out.insert(entry.secret_key.clone(), SecretBytes::from(value));
@@ -330,7 +344,7 @@ pub fn assemble(
         desired.labels = es.metadata.labels.clone().unwrap_or_default();
         desired.annotations = es.metadata.annotations.clone().unwrap_or_default();
         desired.data = data;
-        return check_size(desired);
+        return check_size(desired, es);
     };
 
     if let Some(md) = &tpl.metadata {
@@ -420,7 +434,7 @@ pub fn assemble(
             }
         }
     }
-    check_size(desired)
+    check_size(desired, es)
 }
 
 fn render(
@@ -492,7 +506,72 @@ fn apply_keys_and_values(
     Ok(())
 }
 
-fn check_size(desired: DesiredSecret) -> Result<Outcome> {
+/// Labels and annotations the apiserver would refuse, named by the field they came from
+/// (label values can be rendered from secret data: messages never quote them).
+fn check_metadata(desired: &DesiredSecret, es: &ExternalSecret) -> Result<()> {
+    let md = es
+        .spec
+        .target
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref());
+    for (what, map, from_template) in [
+        (
+            "labels",
+            &desired.labels,
+            md.and_then(|m| m.labels.as_ref()),
+        ),
+        (
+            "annotations",
+            &desired.annotations,
+            md.and_then(|m| m.annotations.as_ref()),
+        ),
+    ] {
+        let field = |k: &str| {
+            if from_template.is_some_and(|t| t.contains_key(k)) {
+                format!("spec.target.template.metadata.{what}")
+            } else if es.spec.target.template.is_some() {
+                format!("spec.target.template.templateFrom ({what})")
+            } else {
+                format!("metadata.{what}")
+            }
+        };
+        for (k, v) in map {
+            if let Some(why) = convert::qualified_name_problem(k) {
+                return Err(Error::invalid(format!(
+                    "{}: key {:?} is not a valid {} key: {why}",
+                    field(k),
+                    convert::escape_controls(k),
+                    &what[..what.len() - 1]
+                )));
+            }
+            if what == "labels"
+                && let Some(why) = convert::label_value_problem(v)
+            {
+                return Err(Error::invalid(format!(
+                    "{}: the value of label {:?} {why}",
+                    field(k),
+                    convert::escape_controls(k)
+                )));
+            }
+        }
+    }
+    let annotations: usize = desired
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotations > 256 * 1024 {
+        return Err(Error::limit(format!(
+            "annotations of Secret {} would take {annotations} bytes; the Kubernetes limit is 262144",
+            desired.name
+        )));
+    }
+    Ok(())
+}
+
+fn check_size(desired: DesiredSecret, es: &ExternalSecret) -> Result<Outcome> {
+    check_metadata(&desired, es)?;
     let total: usize = desired.data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_VALUE_BYTES {
         return Err(Error::limit(format!(
@@ -504,4 +583,67 @@ fn check_size(desired: DesiredSecret) -> Result<Outcome> {
         convert::validate_key(k).map_err(|e| e.context("spec.target"))?;
     }
     Ok(Outcome::Write(desired))
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    fn es(spec: serde_json::Value) -> ExternalSecret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": "app", "namespace": "ns"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn data() -> SecretMap {
+        let mut m = SecretMap::new();
+        m.insert("pass".into(), SecretBytes::from("canary-value"));
+        m
+    }
+
+    #[test]
+    fn rendered_labels_the_apiserver_would_refuse_are_errors_without_the_value() {
+        let e = es(serde_json::json!({
+            "secretStoreRef": {"name": "s"},
+            "target": {"template": {"metadata": {"labels": {"leak": "{{ .pass }} !"}}}},
+            "data": [{"secretKey": "pass", "remoteRef": {"key": "db"}}],
+        }));
+        let err = assemble(&e, data(), &TemplateSources::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.target.template.metadata.labels: the value of label \"leak\""),
+            "{err}"
+        );
+        assert!(!err.contains("canary"), "{err}");
+        let ok = es(serde_json::json!({
+            "secretStoreRef": {"name": "s"},
+            "target": {"template": {"metadata": {"labels": {"v": "{{ .pass }}"}}}},
+            "data": [{"secretKey": "pass", "remoteRef": {"key": "db"}}],
+        }));
+        assert!(assemble(&ok, data(), &TemplateSources::default()).is_ok());
+    }
+
+    #[test]
+    fn a_value_over_the_secret_limit_names_its_entry() {
+        let e = es(serde_json::json!({
+            "secretStoreRef": {"name": "s"},
+            "data": [{"secretKey": "big", "remoteRef": {"key": "huge"}}],
+        }));
+        let fetched = Fetched {
+            data: vec![Ok((
+                SecretBytes::from(vec![b'a'; MAX_VALUE_BYTES + 1]),
+                PropertyMode::Gjson,
+            ))],
+            data_from: Vec::new(),
+        };
+        let err = provider_data(&e, &fetched).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.data[0] (key: huge): a value of 1048577 bytes exceeds"),
+            "{err}"
+        );
+    }
 }

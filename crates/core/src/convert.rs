@@ -64,8 +64,27 @@ fn base64_error(e: &base64::DecodeError) -> String {
     }
 }
 
-/// Applies `property` to a provider's raw value as ESO's providers do. `None` when absent.
+/// Most path components (separators `.`, `|`, `#`, `@`, `[`, `{`, `(`, `,`) a `property` may
+/// have. gjson recurses once per component: a hostile path of a few thousand components
+/// overflows a 2 MiB worker stack and aborts the process. Real paths have a handful.
+pub const MAX_PROPERTY_COMPONENTS: usize = 128;
+
+/// Whether `property` is within [`MAX_PROPERTY_COMPONENTS`] (and the value-size limit).
+pub fn property_within_limits(property: &str) -> bool {
+    property.len() <= MAX_VALUE_BYTES
+        && property
+            .bytes()
+            .filter(|b| matches!(b, b'.' | b'|' | b'#' | b'@' | b'[' | b'{' | b'(' | b','))
+            .count()
+            <= MAX_PROPERTY_COMPONENTS
+}
+
+/// Applies `property` to a provider's raw value as ESO's providers do. `None` when absent
+/// (and for a path over [`MAX_PROPERTY_COMPONENTS`], which `plan` reports as an error).
 pub fn property(raw: &[u8], property: &str, mode: PropertyMode) -> Option<Vec<u8>> {
+    if !property_within_limits(property) {
+        return None;
+    }
     let text = std::str::from_utf8(raw).ok()?;
     match mode {
         PropertyMode::Gjson => gjson_get(text, property),
@@ -188,15 +207,131 @@ pub fn validate_key(key: &str) -> Result<()> {
         return Err(Error::invalid(format!(
             "key has length {} but max is 253: (following is truncated): {}",
             key.len(),
-            truncate(key, 253)
+            escape_controls(truncate(key, 253))
         )));
     }
     if let Some(c) = key.chars().find(|c| !is_key_char(*c)) {
+        // ESO's message; control characters (NUL, ESC...) are escaped so that a hostile key
+        // cannot corrupt a terminal or a log line.
         return Err(Error::invalid(format!(
-            "key has invalid character {c}, only alphanumeric, '-', '.' and '_' are allowed: {key}"
+            "key has invalid character {}, only alphanumeric, '-', '.' and '_' are allowed: {}",
+            escape_controls(&c.to_string()),
+            escape_controls(key)
         )));
     }
     Ok(())
+}
+
+/// `s` with control characters written as Rust escapes (`\u{0}`); other text unchanged.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Kubernetes' DNS-1123 subdomain (object names such as a Secret's): `None` when valid, else
+/// why not.
+pub fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.len() > 253 {
+        return Some(format!(
+            "must be no more than 253 characters (it has {})",
+            name.len()
+        ));
+    }
+    if name.is_empty() || name.split('.').any(|l| !is_dns_label_text(l)) {
+        return Some(
+            "must be a lowercase RFC 1123 subdomain: lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Kubernetes' DNS-1123 label (namespace names): `None` when valid, else why not.
+pub fn dns_label_problem(name: &str) -> Option<String> {
+    if name.len() > 63 {
+        return Some(format!(
+            "must be no more than 63 characters (it has {})",
+            name.len()
+        ));
+    }
+    if !is_dns_label_text(name) {
+        return Some(
+            "must be a lowercase RFC 1123 label: lowercase letters, digits and '-', \
+             starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    None
+}
+
+fn is_dns_label_text(l: &str) -> bool {
+    let b = l.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters (label names and values).
+fn is_label_text(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A label or annotation key (`[prefix/]name`, Kubernetes' qualified name): `None` when valid.
+pub fn qualified_name_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && let Some(why) = dns_subdomain_problem(p)
+    {
+        return Some(format!("prefix {why}"));
+    }
+    if !is_label_text(name) {
+        return Some(
+            "name part must be 1-63 characters: letters, digits, '-', '_' or '.', starting and \
+             ending with a letter or digit"
+                .into(),
+        );
+    }
+    None
+}
+
+/// A label value: `None` when valid. The reason never quotes the value.
+pub fn label_value_problem(value: &str) -> Option<String> {
+    if value.len() > 63 {
+        return Some(format!(
+            "must be no more than 63 characters (it has {})",
+            value.len()
+        ));
+    }
+    if !value.is_empty() && !is_label_text(value) {
+        return Some(
+            "must be empty or letters, digits, '-', '_' or '.', starting and ending with a \
+             letter or digit"
+                .into(),
+        );
+    }
+    None
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -283,6 +418,76 @@ mod tests {
         assert_eq!(m["t"].expose(), b"true");
         let err = json_to_map(b"canary-not-json").unwrap_err();
         assert!(!err.to_string().contains("canary"));
+    }
+
+    #[test]
+    fn hostile_property_paths_do_not_overflow_the_stack() {
+        // Regression: a 5000-component path overflowed the stack inside gjson (abort).
+        let deep = vec!["a"; 5000].join(".");
+        let doc = br#"{"a":{"a":"x"}}"#;
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for mode in [
+                    PropertyMode::Gjson,
+                    PropertyMode::ExactKeyThenGjson,
+                    PropertyMode::EscapedDotsThenGjson,
+                ] {
+                    assert_eq!(property(doc, &deep, mode), None);
+                    let pipes = vec!["a"; 5000].join("|");
+                    assert_eq!(property(doc, &pipes, mode), None);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(property_within_limits(&vec!["a"; 129].join(".")));
+        assert!(!property_within_limits(&vec!["a"; 130].join(".")));
+        assert_eq!(
+            property(doc, "a.a", PropertyMode::Gjson).as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+
+    #[test]
+    fn key_errors_escape_control_characters() {
+        let err = validate_key("us\0er\x1b[31m").unwrap_err().to_string();
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+        assert!(err.contains("invalid character \\u{0}"), "{err}");
+        assert!(err.contains("us\\u{0}er\\u{1b}[31m"), "{err}");
+        let err = validate_key("a/b").unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "key has invalid character /, only alphanumeric, '-', '.' and '_' are allowed: a/b"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_names() {
+        assert_eq!(dns_subdomain_problem("my-secret.v1"), None);
+        assert!(dns_subdomain_problem("Bad_Name!").is_some());
+        assert!(dns_subdomain_problem(&"a".repeat(254)).is_some());
+        assert_eq!(dns_subdomain_problem(&"a".repeat(253)), None);
+        assert!(dns_subdomain_problem("").is_some());
+        assert!(dns_subdomain_problem("a..b").is_some());
+        assert!(dns_subdomain_problem("-a").is_some());
+        assert_eq!(dns_label_problem("team-a"), None);
+        assert!(dns_label_problem("a.b").is_some());
+        assert!(dns_label_problem(&"n".repeat(64)).is_some());
+        assert_eq!(qualified_name_problem("app.kubernetes.io/name"), None);
+        assert_eq!(qualified_name_problem("Team_1"), None);
+        assert!(qualified_name_problem("bad key!").is_some());
+        assert!(qualified_name_problem("/x").is_some());
+        assert!(qualified_name_problem("a/").is_some());
+        assert!(qualified_name_problem(&"k".repeat(64)).is_some());
+        assert_eq!(label_value_problem(""), None);
+        assert_eq!(label_value_problem("v1.2_x"), None);
+        assert!(label_value_problem(&"v".repeat(64)).is_some());
+        assert!(label_value_problem("-x").is_some());
+        let why = label_value_problem("canary value!").unwrap();
+        assert!(!why.contains("canary"));
     }
 
     #[test]

@@ -197,22 +197,12 @@ impl ManifestSet {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        let what = format!("{kind} {name:?}");
-        let mut fail = |message: String| {
-            self.errors.push(ManifestError {
-                origin: origin.clone(),
-                message: format!("{what}: {message}"),
-            })
-        };
-        if name.is_empty() && !kind.is_empty() {
-            fail("metadata.name is required".into());
-            return;
-        }
+        let cluster_scoped = matches!(
+            kind.as_str(),
+            "ClusterSecretStore" | "ClusterExternalSecret"
+        );
         if let Some(obj) = doc.get_mut("metadata").and_then(|m| m.as_object_mut())
-            && !matches!(
-                kind.as_str(),
-                "ClusterSecretStore" | "ClusterExternalSecret"
-            )
+            && !cluster_scoped
             && obj
                 .get("namespace")
                 .and_then(|n| n.as_str())
@@ -225,7 +215,35 @@ impl ManifestSet {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
+        // The object as the other front ends name it: `Kind namespace/name` (cluster-scoped:
+        // `Kind name`), control characters escaped.
+        let what = crate::convert::escape_controls(&if cluster_scoped || ns.is_empty() {
+            format!("{kind} {name}")
+        } else {
+            format!("{kind} {ns}/{name}")
+        });
+        let mut fail = |message: String| {
+            self.errors.push(ManifestError {
+                origin: origin.clone(),
+                message: format!("{what}: {message}"),
+            })
+        };
+        if name.is_empty() && !kind.is_empty() {
+            fail("metadata.name is required (a non-empty string)".into());
+            return;
+        }
         let eso = api.starts_with("external-secrets.io/");
+        // Names the apiserver would refuse: said here, on the field, for the kinds refsync reads.
+        if eso || (api == "v1" && matches!(kind.as_str(), "Secret" | "ConfigMap")) {
+            if let Some(why) = crate::convert::dns_subdomain_problem(&name) {
+                fail(format!("metadata.name {why}"));
+                return;
+            }
+            if !cluster_scoped && let Some(why) = crate::convert::dns_label_problem(&ns) {
+                fail(format!("metadata.namespace {why}"));
+                return;
+            }
+        }
         // v1beta1 has the same shape for everything refsync reads; ESO no longer serves it, but
         // manifests in git still use it.
         let api = if api == "external-secrets.io/v1beta1" {
@@ -440,5 +458,63 @@ impl SecretReader for ManifestSet {
         data.get(key).cloned().ok_or_else(|| {
             Error::not_found(format!("ConfigMap {namespace}/{name} has no key {key}"))
         })
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        let mut set = ManifestSet::default();
+        set.add_text(text, Path::new("x.yaml"), "default");
+        set.errors.into_iter().map(|e| e.message).collect()
+    }
+
+    #[test]
+    fn errors_name_kind_namespace_and_name() {
+        let e = errors(
+            "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata: {name: app, namespace: team}\nspec: {refreshInterval: {a: 1}}\n",
+        );
+        assert!(
+            e[0].starts_with("ExternalSecret team/app: invalid field spec.refreshInterval:"),
+            "{e:?}"
+        );
+        let e = errors(
+            "apiVersion: external-secrets.io/v1\nkind: ClusterSecretStore\nmetadata: {name: cs}\nspec: {provider: 1}\n",
+        );
+        assert!(
+            e[0].starts_with("ClusterSecretStore cs: invalid field spec.provider"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn names_the_apiserver_would_refuse_are_errors() {
+        let e = errors(&format!(
+            "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata: {{name: {}, namespace: team}}\nspec: {{}}\n",
+            "e".repeat(254)
+        ));
+        assert!(
+            e[0].contains(": metadata.name must be no more than 253"),
+            "{e:?}"
+        );
+        let e = errors(
+            "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata: {name: app, namespace: Not_A_Label}\nspec: {}\n",
+        );
+        assert!(
+            e[0].starts_with("ExternalSecret Not_A_Label/app: metadata.namespace must be"),
+            "{e:?}"
+        );
+        // Control characters in names are escaped in messages.
+        let e = errors(
+            "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata: {name: \"a\\x1b[31m\", namespace: team}\nspec: {}\n",
+        );
+        assert!(!e[0].chars().any(char::is_control), "{e:?}");
+        // Kinds refsync does not read keep whatever names they have.
+        assert!(
+            errors("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: Not_Valid}\n")
+                .is_empty()
+        );
     }
 }

@@ -84,6 +84,23 @@ fn entry_store(
     }
 }
 
+/// `property` paths are bounded (gjson recurses per path component).
+fn check_property(
+    r: &crate::api::ExternalSecretDataRemoteRef,
+    field: &str,
+    errors: &mut Vec<Error>,
+) {
+    if let Some(p) = &r.property
+        && !crate::convert::property_within_limits(p)
+    {
+        errors.push(Error::limit(format!(
+            "{field}.property: a path of {} bytes with more than {} components is not supported",
+            p.len(),
+            crate::convert::MAX_PROPERTY_COMPONENTS
+        )));
+    }
+}
+
 /// Plans an ExternalSecret, collecting every validation error (each names its field).
 pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
     let mut errors = Vec::new();
@@ -116,6 +133,23 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
             "spec.target.manifest: non-Secret targets are not supported by refsync",
         ));
     }
+    // The Secret's name: the apiserver refuses anything but a DNS subdomain; say so here, on
+    // the field that sets it, rather than as a write failure.
+    let secret_name = crate::assemble::target_name(es);
+    if !secret_name.is_empty()
+        && let Some(why) = crate::convert::dns_subdomain_problem(&secret_name)
+    {
+        errors.push(Error::invalid(
+            if t.name.as_deref().is_some_and(|n| !n.is_empty()) {
+                format!("spec.target.name: Secret name {why}")
+            } else {
+                format!(
+                    "metadata.name: the target Secret takes the ExternalSecret's name, which {why} \
+                     (set spec.target.name)"
+                )
+            },
+        ));
+    }
     if spec.data.is_empty() && spec.data_from.is_empty() {
         errors.push(Error::invalid("spec: either data or dataFrom must be set"));
     }
@@ -137,6 +171,7 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
         if d.remote_ref.key.is_empty() {
             errors.push(Error::invalid(format!("{field}.remoteRef.key is required")));
         }
+        check_property(&d.remote_ref, &format!("{field}.remoteRef"), &mut errors);
         match entry_store(es, d.source_ref.as_ref(), &field) {
             Ok(store) => plan.data.push(PlannedRead {
                 store,
@@ -176,6 +211,7 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
                 if x.key.is_empty() {
                     errors.push(Error::invalid(format!("{field}.extract.key is required")));
                 }
+                check_property(x, &format!("{field}.extract"), &mut errors);
                 Read::Get(RemoteRef::from_api(x))
             }
             (None, Some(f)) => {
@@ -231,6 +267,12 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
             ));
         }
         for (k, src) in tpl.data.iter().flatten() {
+            if let Err(e) = crate::convert::validate_key(k) {
+                errors.push(e.context(format!(
+                    "spec.target.template.data.{}",
+                    crate::convert::escape_controls(k)
+                )));
+            }
             if let Err(e) = template::check(k, src) {
                 errors.push(Error::invalid(format!(
                     "spec.target.template.data.{k}: {e}"
@@ -240,6 +282,22 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
         if let Some(md) = &tpl.metadata {
             for (what, map) in [("labels", &md.labels), ("annotations", &md.annotations)] {
                 for (k, src) in map.iter().flatten() {
+                    if let Some(why) = crate::convert::qualified_name_problem(k) {
+                        errors.push(Error::invalid(format!(
+                            "spec.target.template.metadata.{what}: key {:?} is not a valid {} key: {why}",
+                            crate::convert::escape_controls(k),
+                            &what[..what.len() - 1]
+                        )));
+                    }
+                    // A literal label value (no template action) is checked as written.
+                    if what == "labels"
+                        && !src.contains("{{")
+                        && let Some(why) = crate::convert::label_value_problem(src)
+                    {
+                        errors.push(Error::invalid(format!(
+                            "spec.target.template.metadata.labels.{k}: label value {why}"
+                        )));
+                    }
                     if let Err(e) = template::check(k, src) {
                         errors.push(Error::invalid(format!(
                             "spec.target.template.metadata.{what}.{k}: {e}"
@@ -262,5 +320,86 @@ pub fn plan(es: &ExternalSecret) -> std::result::Result<SyncPlan, Vec<Error>> {
         Ok(plan)
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    fn es(spec: serde_json::Value, name: &str) -> ExternalSecret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn errors(spec: serde_json::Value, name: &str) -> Vec<String> {
+        match plan(&es(spec, name)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.message.clone()).collect(),
+        }
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "secretStoreRef": {"name": "s"},
+            "data": [{"secretKey": "k", "remoteRef": {"key": "db"}}],
+        })
+    }
+
+    #[test]
+    fn target_names_the_apiserver_would_refuse_are_errors() {
+        let mut spec = base();
+        spec["target"] = serde_json::json!({"name": "Bad_Name!"});
+        let e = errors(spec, "app");
+        assert!(
+            e[0].starts_with("spec.target.name: Secret name must be"),
+            "{e:?}"
+        );
+        let mut spec = base();
+        spec["target"] = serde_json::json!({"name": "a".repeat(254)});
+        assert!(errors(spec, "app")[0].contains("no more than 253"));
+        let e = errors(base(), &"e".repeat(254));
+        assert!(
+            e[0].starts_with("metadata.name: the target Secret"),
+            "{e:?}"
+        );
+        assert!(errors(base(), "app").is_empty());
+    }
+
+    #[test]
+    fn hostile_property_paths_and_static_template_keys() {
+        let mut spec = base();
+        spec["data"][0]["remoteRef"]["property"] = vec!["a"; 5000].join(".").into();
+        let e = errors(spec, "app");
+        assert!(
+            e[0].starts_with("spec.data[0].remoteRef.property:"),
+            "{e:?}"
+        );
+        let mut spec = base();
+        spec["target"] = serde_json::json!({"template": {
+            "data": {"bad key": "x"},
+            "metadata": {"labels": {"bad key!": "x", "team": "v".repeat(64), "ok": "{{ .k }}"}},
+        }});
+        let e = errors(spec, "app").join("\n");
+        assert!(
+            e.contains("spec.target.template.data.bad key: key has invalid character"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "spec.target.template.metadata.labels: key \"bad key!\" is not a valid label key"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "spec.target.template.metadata.labels.team: label value must be no more than 63"
+            ),
+            "{e}"
+        );
     }
 }
