@@ -27,6 +27,9 @@ pub struct Metrics {
     pub clustersecretstore_status_condition: GaugeVec,
     /// `clusterexternalsecret_status_condition{name,condition,status}`
     pub clusterexternalsecret_status_condition: GaugeVec,
+    /// `clusterexternalsecret_reconcile_duration{name,namespace}` (seconds of the last
+    /// reconcile; `namespace` is empty, as ESO's).
+    pub clusterexternalsecret_reconcile_duration: GaugeVec,
     /// `refsync_reconcile_seconds{controller}`: reconcile latency distribution.
     pub reconcile_seconds: HistogramVec,
     /// `refsync_reconcile_errors_total{controller,kind}`: failures by error kind.
@@ -138,6 +141,12 @@ impl Metrics {
                 "clusterexternalsecret_status_condition",
                 "The status condition of a specific ClusterExternalSecret",
                 &["name", "condition", "status"],
+            ),
+            clusterexternalsecret_reconcile_duration: gauge(
+                &r,
+                "clusterexternalsecret_reconcile_duration",
+                "The duration time to reconcile the Cluster External Secret",
+                nc,
             ),
             reconcile_seconds,
             reconcile_errors: counter(

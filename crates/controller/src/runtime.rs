@@ -1,5 +1,5 @@
-//! The controller process: leader election, the ExternalSecret and store controllers, the
-//! HTTP endpoints, and an orderly shutdown on SIGTERM/SIGINT.
+//! The controller process: leader election, the ExternalSecret, ClusterExternalSecret and store
+//! controllers, the HTTP endpoints, and an orderly shutdown on SIGTERM/SIGINT.
 //!
 //! Shutdown order: stop taking new work (controllers drain their in-flight reconciles, bounded
 //! by `shutdown_timeout`), then release the lease (writes stop; another replica takes over at
@@ -165,6 +165,16 @@ pub async fn run(ctx: Arc<Context>, opts: RuntimeOptions) -> anyhow::Result<()> 
         ctx.clone(),
         controllers_stopped.clone(),
     ));
+    // ClusterExternalSecrets fan out cluster-wide, so not under `--namespace` (see
+    // `cluster_external_secret::run`).
+    if ctx.config.namespace.is_none() {
+        controllers.spawn(crate::reconcile::cluster_external_secret::run(
+            ctx.clone(),
+            controllers_stopped.clone(),
+        ));
+    } else {
+        tracing::info!("--namespace is set: ClusterExternalSecrets are not reconciled");
+    }
     {
         let ready = ready.clone();
         tokio::spawn(async move {
