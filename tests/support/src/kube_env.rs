@@ -261,7 +261,7 @@ impl KubeEnv {
             write_private(&p("sa.key"), &pki.sa_private_pem)?;
             std::fs::create_dir_all(p("certs")).context("create cert dir")?;
             let path = |f: &str| p(f).display().to_string();
-            let args: Vec<OsString> = [
+            let mut args: Vec<OsString> = [
                 format!("--etcd-servers={etcd_url}"),
                 format!("--etcd-prefix=/refsync-{}", random_string(6)),
                 format!("--cert-dir={}", path("certs")),
@@ -283,6 +283,7 @@ impl KubeEnv {
             .into_iter()
             .map(OsString::from)
             .collect();
+            args.extend(audit_args(&dir)?);
             let proc = ServerProcess::spawn("kube-apiserver", &apiserver_bin, &args, &[], &dir)?;
             let kubeconfig = build_kubeconfig(&server_url, &pki);
             let config = config_from(&kubeconfig).await?;
@@ -388,4 +389,46 @@ impl KubeEnv {
             self.etcd.log_tail(n)
         )
     }
+}
+
+/// With `REFSYNC_RUN_DIR` set (the test command sets it), the apiserver writes an audit log of
+/// every write to Secrets, ConfigMaps, Events and external-secrets.io objects (request bodies)
+/// to `$REFSYNC_RUN_DIR/audit/`: after the whole run, `leak-scan` checks that no Secret value
+/// ever appeared in an Event, a status or a ConfigMap the controllers wrote.
+fn audit_args(dir: &Path) -> anyhow::Result<Vec<OsString>> {
+    let Some(run) = std::env::var_os("REFSYNC_RUN_DIR") else {
+        return Ok(Vec::new());
+    };
+    let audit_dir = Path::new(&run).join("audit");
+    std::fs::create_dir_all(&audit_dir).context("create audit log dir")?;
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Request
+    verbs: [create, update, patch]
+    resources:
+      - group: ""
+        resources: [secrets, configmaps, events]
+      - group: events.k8s.io
+      - group: external-secrets.io
+  - level: None
+"#,
+    )
+    .context("write audit policy")?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kube-apiserver".into());
+    let log = audit_dir.join(format!("{name}.log"));
+    Ok(vec![
+        format!("--audit-policy-file={}", policy.display()).into(),
+        format!("--audit-log-path={}", log.display()).into(),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=blocking".into(),
+        "--audit-log-maxsize=0".into(),
+    ])
 }
