@@ -93,12 +93,17 @@ app.kubernetes.io/component: webhook
 - apiGroups: ["external-secrets.io"]
   resources: ["externalsecrets/status", "secretstores/status"]
   verbs: ["patch"]
+# A deleted ExternalSecret: ESO's cleanup finalizer is removed (merge patch of
+# metadata.finalizers).
+- apiGroups: ["external-secrets.io"]
+  resources: ["externalsecrets"]
+  verbs: ["patch"]
 # Secrets: managed Secrets watched label-selected (list/watch), credentials and merge targets
-# read on demand (get), written by server-side apply (patch), removed by deletionPolicy Delete
-# and target renames (delete).
+# read on demand (get), written by server-side apply (patch; create when the apply creates it),
+# removed by deletionPolicy Delete and target renames (delete).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # templateFrom ConfigMaps and CA bundles referenced by stores.
 - apiGroups: [""]
   resources: ["configmaps"]
