@@ -44,6 +44,9 @@ enum Command {
     /// pruned / unchanged per Secret, values redacted. Exit code 0 = no changes, 2 = changes,
     /// 1 = errors.
     Plan(crate::plan::PlanArgs),
+    /// Serve the validating admission webhook (ESO's `/validate-…` endpoints) over TLS, with
+    /// self-managed (`--cert-mode=self`) or provided (`--cert-mode=provided`) certificates.
+    Webhook(crate::webhook::WebhookArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +95,7 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => crate::validate::run(args),
         Command::Controller(args) => runtime().block_on(crate::controller::run(args)),
         Command::Plan(args) => runtime().block_on(crate::plan::run(args)),
+        Command::Webhook(args) => runtime().block_on(crate::webhook::run(args)),
     }
 }
 

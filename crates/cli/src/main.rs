@@ -9,6 +9,7 @@ mod providers;
 mod render;
 mod tree;
 mod validate;
+mod webhook;
 
 fn main() -> std::process::ExitCode {
     // Dependencies enable both rustls crypto back ends; rustls needs one chosen explicitly.
