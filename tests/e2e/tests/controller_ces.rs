@@ -162,34 +162,40 @@ async fn cluster_external_secret_fans_out_and_follows_namespaces() {
         })
     };
     let ces_api = Api::<ClusterExternalSecret>::all(client.clone());
-    let apply_ces = |key: &'static str, team: &'static str| {
-        let manifest = json!({
-            "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
-            "metadata": {"name": ces_name},
-            "spec": {
-                "externalSecretName": es_name,
-                "externalSecretMetadata": {
-                    "labels": {"team": team},
-                    "annotations": {"note": "from-ces"}
-                },
-                "namespaceSelectors": [{"matchLabels": {label.clone(): "yes"}}],
-                "refreshTime": "1h",
-                "externalSecretSpec": es_spec(key)
+    let apply_ces =
+        |key: &'static str, team: &'static str, es: &'static str, force: &'static str| {
+            let annotations = if force.is_empty() {
+                json!({})
+            } else {
+                json!({"force-sync": force})
+            };
+            let manifest = json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+                "metadata": {"name": ces_name, "annotations": annotations},
+                "spec": {
+                    "externalSecretName": es,
+                    "externalSecretMetadata": {
+                        "labels": {"team": team},
+                        "annotations": {"note": "from-ces"}
+                    },
+                    "namespaceSelectors": [{"matchLabels": {label.clone(): "yes"}}],
+                    "refreshTime": "1h",
+                    "externalSecretSpec": es_spec(key)
+                }
+            });
+            let api = ces_api.clone();
+            let name = ces_name.clone();
+            async move {
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&manifest),
+                )
+                .await
+                .unwrap()
             }
-        });
-        let api = ces_api.clone();
-        let name = ces_name.clone();
-        async move {
-            api.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&manifest),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    let created = apply_ces("/ces/one", "x").await;
+        };
+    let created = apply_ces("/ces/one", "x", es_name, "").await;
     let ces_uid = created.uid().unwrap();
 
     // Fan-out: a and b provisioned (sorted), d reported with ESO's reason and message.
@@ -330,7 +336,7 @@ async fn cluster_external_secret_fans_out_and_follows_namespaces() {
     );
 
     // Spec and metadata changes propagate to every ExternalSecret and on to the Secrets.
-    apply_ces("/ces/two", "z").await;
+    apply_ces("/ces/two", "z", es_name, "").await;
     for ns in [&ns_b, &ns_c, &ns_d] {
         wait_value_quiet(&client, ns, "ces-secret", "k", "v2").await;
         let es = get_es(&client, ns, es_name).await;
@@ -423,6 +429,32 @@ async fn cluster_external_secret_fans_out_and_follows_namespaces() {
         ),
     )
     .await;
+
+    // Renamed, with a force-sync annotation: the old ExternalSecrets go, the new ones carry
+    // the annotation (ESO copies it from the ClusterExternalSecret).
+    let es_name = "ces-renamed";
+    apply_ces("/ces/two", "z", es_name, "t1").await;
+    let want = sorted(vec![ns_b.clone(), ns_d.clone()]);
+    let ces = wait_for("renamed in status", WAIT, || {
+        let (client, name, want) = (client.clone(), ces_name.clone(), want.clone());
+        async move {
+            let ces = get_ces(&client, &name).await?;
+            let st = ces.status.clone()?;
+            (st.external_secret_name.as_deref() == Some(es_name)
+                && st.provisioned_namespaces == want)
+                .then_some(ces)
+        }
+    })
+    .await;
+    assert!(ces.status.unwrap().failed_namespaces.is_empty());
+    for ns in [&ns_b, &ns_d] {
+        assert!(get_es_opt(&client, ns, "ces-target").await.is_none());
+        let es = get_es(&client, ns, es_name).await;
+        assert_eq!(
+            es.annotations().get("force-sync").map(String::as_str),
+            Some("t1")
+        );
+    }
 
     // Deleting the ClusterExternalSecret deletes its ExternalSecrets, then it is gone.
     ces_api
