@@ -783,6 +783,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         sink: SecretSink {
             client: client.clone(),
             managed: secret_store,
+            written: Default::default(),
         },
         reader: Arc::new(KubeReader {
             client: client.clone(),

@@ -725,6 +725,7 @@ pub async fn run(
     let sink = SecretSink {
         client: client.clone(),
         managed: secret_store.clone(),
+        written: Default::default(),
     };
     let mut r = ManifestReconciler::new(ctx.clone(), sink, opts, description);
     let _ = secret_store.wait_until_ready().await;

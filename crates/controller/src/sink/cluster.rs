@@ -5,8 +5,8 @@
 //! [`FIELD_MANAGER`], operation `Apply`): those data keys, labels and annotations are the ones
 //! it may remove; everything else on the Secret belongs to someone else and is left alone.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -213,6 +213,15 @@ pub struct SecretSink {
     pub client: Client,
     /// Secrets labelled `reconcile.external-secrets.io/managed=true` (a reflector).
     pub managed: Store<Secret>,
+    /// What this replica applied last, by (namespace, name), until the cache shows that version:
+    /// the cache lags behind our own writes (much longer while its watch reconnects after an
+    /// apiserver restart), and comparing with the stale copy would write the Secret again.
+    pub written: Arc<Mutex<HashMap<(String, String), Arc<Secret>>>>,
+}
+
+/// `resourceVersion` as a number (etcd's revision), when it is one.
+fn revision(s: &Secret) -> Option<u64> {
+    s.metadata.resource_version.as_deref()?.parse().ok()
 }
 
 impl SecretSink {
@@ -223,7 +232,22 @@ impl SecretSink {
     /// The live target: from the managed-Secret cache, else a GET (an unlabelled Secret to
     /// adopt or merge into).
     pub async fn live(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
-        if let Some(s) = self.managed.get(&ObjectRef::new(name).within(namespace)) {
+        let cached = self.managed.get(&ObjectRef::new(name).within(namespace));
+        let key = (namespace.to_string(), name.to_string());
+        {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ours) = written.get(&key) {
+                let newer = match (cached.as_deref().and_then(revision), revision(ours)) {
+                    (Some(c), Some(o)) => o > c,
+                    _ => false,
+                };
+                if newer {
+                    return Ok(Some(ours.clone()));
+                }
+                written.remove(&key);
+            }
+        }
+        if let Some(s) = cached {
             return Ok(Some(s));
         }
         self.api(namespace)
@@ -242,31 +266,43 @@ impl SecretSink {
     ) -> Result<()> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let api = self.api(namespace);
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(secret),
-        )
-        .await
-        .map_err(|e| Error::kube(format!("apply Secret {namespace}/{name}"), e))?;
+        let mut applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(secret),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("apply Secret {namespace}/{name}"), e))?;
         if !remove_keys.is_empty() {
             let nulls: serde_json::Map<String, serde_json::Value> = remove_keys
                 .iter()
                 .map(|k| (k.clone(), serde_json::Value::Null))
                 .collect();
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "data": nulls })),
-            )
-            .await
-            .map_err(|e| Error::kube(format!("remove keys from Secret {namespace}/{name}"), e))?;
+            applied = api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({ "data": nulls })),
+                )
+                .await
+                .map_err(|e| {
+                    Error::kube(format!("remove keys from Secret {namespace}/{name}"), e)
+                })?;
         }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), name), Arc::new(applied));
         Ok(())
     }
 
     /// Deletes a Secret; `false` when it was already gone.
     pub async fn delete(&self, namespace: &str, name: &str) -> Result<bool> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
         match self
             .api(namespace)
             .delete(name, &DeleteParams::default())
