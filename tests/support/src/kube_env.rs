@@ -5,7 +5,7 @@
 //! memory and in the servers' temp dirs.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,6 +42,22 @@ pub struct KubeEnv {
     etcd_url: String,
     server_url: String,
     kubeconfig: Kubeconfig,
+    /// Set by [`KubeEnv::start_restartable`]: what a restart in place needs.
+    restart: Option<Restart>,
+}
+
+/// Everything needed to start etcd and kube-apiserver again on the same
+/// ports with the same data and credentials.
+struct Restart {
+    pki: Pki,
+    apiserver_port: u16,
+    etcd_prefix: String,
+    etcd_client_port: u16,
+    etcd_peer_port: u16,
+    /// etcd's data directory, inside `_data`'s directory.
+    etcd_data: PathBuf,
+    // Declared last: dropped (directory deleted) after both servers stopped.
+    _data: ServerProcess,
 }
 
 impl std::fmt::Debug for KubeEnv {
@@ -188,44 +204,117 @@ async fn config_from(kubeconfig: &Kubeconfig) -> anyhow::Result<Config> {
 async fn start_etcd() -> anyhow::Result<(ServerProcess, String)> {
     let bin = bins::etcd()?;
     with_port_retry("etcd", || async {
-        let dir = server_dir("etcd")?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let args: Vec<OsString> = vec![
-            "--name=refsync-testenv".into(),
-            format!("--data-dir={}", dir.join("data").display()).into(),
-            format!("--listen-client-urls={client_url}").into(),
-            format!("--advertise-client-urls={client_url}").into(),
-            format!("--listen-peer-urls={peer_url}").into(),
-            format!("--initial-advertise-peer-urls={peer_url}").into(),
-            format!("--initial-cluster=refsync-testenv={peer_url}").into(),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ];
-        let proc = ServerProcess::spawn("etcd", &bin, &args, &[], &dir)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .context("reqwest client")?;
-        let health = format!("{client_url}/health");
-        let res = proc
-            .wait_ready(start_timeout(30), || {
-                let http = http.clone();
-                let health = health.clone();
-                async move {
-                    let body: serde_json::Value = http.get(&health).send().await?.json().await?;
-                    Ok(body["health"] == "true")
-                }
-            })
-            .await;
-        match res {
-            Ok(()) => Ok((proc, client_url)),
-            Err(e) => Err(StartError::classify(&proc, e)),
-        }
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        spawn_etcd(&bin, client_port, peer_port, None).await
     })
     .await
+}
+
+/// Starts etcd on the given ports; its data goes to `data_dir` (kept when
+/// etcd stops) or, when `None`, into its own temp dir (deleted with it).
+async fn spawn_etcd(
+    bin: &Path,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: Option<&Path>,
+) -> Result<(ServerProcess, String), StartError> {
+    let dir = server_dir("etcd")?;
+    let data = data_dir.map_or_else(|| dir.join("data"), Path::to_path_buf);
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let args: Vec<OsString> = vec![
+        "--name=refsync-testenv".into(),
+        format!("--data-dir={}", data.display()).into(),
+        format!("--listen-client-urls={client_url}").into(),
+        format!("--advertise-client-urls={client_url}").into(),
+        format!("--listen-peer-urls={peer_url}").into(),
+        format!("--initial-advertise-peer-urls={peer_url}").into(),
+        format!("--initial-cluster=refsync-testenv={peer_url}").into(),
+        "--unsafe-no-fsync=true".into(),
+        "--log-level=warn".into(),
+    ];
+    let proc = ServerProcess::spawn("etcd", bin, &args, &[], &dir)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("reqwest client")?;
+    let health = format!("{client_url}/health");
+    let res = proc
+        .wait_ready(start_timeout(30), || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                let body: serde_json::Value = http.get(&health).send().await?.json().await?;
+                Ok(body["health"] == "true")
+            }
+        })
+        .await;
+    match res {
+        Ok(()) => Ok((proc, client_url)),
+        Err(e) => Err(StartError::classify(&proc, e)),
+    }
+}
+
+/// Starts kube-apiserver on `port` against `etcd_url` under `etcd_prefix`
+/// and waits for `/readyz`.
+async fn spawn_apiserver(
+    bin: &Path,
+    pki: &Pki,
+    etcd_url: &str,
+    etcd_prefix: &str,
+    port: u16,
+    kubeconfig: &Kubeconfig,
+) -> Result<ServerProcess, StartError> {
+    let dir = server_dir("kube-apiserver")?;
+    let server_url = format!("https://127.0.0.1:{port}");
+    let p = |f: &str| dir.join(f);
+    std::fs::write(p("ca.crt"), &pki.ca_pem).context("write ca.crt")?;
+    std::fs::write(p("apiserver.crt"), &pki.serving_cert_pem).context("write apiserver.crt")?;
+    write_private(&p("apiserver.key"), &pki.serving_key_pem)?;
+    std::fs::write(p("sa.pub"), &pki.sa_public_pem).context("write sa.pub")?;
+    write_private(&p("sa.key"), &pki.sa_private_pem)?;
+    std::fs::create_dir_all(p("certs")).context("create cert dir")?;
+    let path = |f: &str| p(f).display().to_string();
+    let mut args: Vec<OsString> = [
+        format!("--etcd-servers={etcd_url}"),
+        format!("--etcd-prefix={etcd_prefix}"),
+        format!("--cert-dir={}", path("certs")),
+        format!("--tls-cert-file={}", path("apiserver.crt")),
+        format!("--tls-private-key-file={}", path("apiserver.key")),
+        format!("--client-ca-file={}", path("ca.crt")),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        "--authorization-mode=RBAC".into(),
+        format!("--service-account-issuer={server_url}"),
+        format!("--service-account-key-file={}", path("sa.pub")),
+        format!("--service-account-signing-key-file={}", path("sa.key")),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        "--disable-admission-plugins=ServiceAccount".into(),
+        "--endpoint-reconciler-type=none".into(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.extend(audit_args(&dir)?);
+    let proc = ServerProcess::spawn("kube-apiserver", bin, &args, &[], &dir)?;
+    let config = config_from(kubeconfig).await?;
+    let client = Client::try_from(config).context("build kube client")?;
+    let res = proc
+        .wait_ready(start_timeout(120), || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                let body = client.request_text(req).await?;
+                Ok(body.trim() == "ok")
+            }
+        })
+        .await;
+    match res {
+        Ok(()) => Ok(proc),
+        Err(e) => Err(StartError::classify(&proc, e)),
+    }
 }
 
 impl KubeEnv {
@@ -243,80 +332,164 @@ impl KubeEnv {
 
     /// Starts a dedicated etcd + kube-apiserver (stopped when dropped).
     pub async fn start() -> anyhow::Result<KubeEnv> {
+        Self::start_inner(false).await
+    }
+
+    /// Like [`KubeEnv::start`], but both servers can be stopped and started
+    /// again in place ([`KubeEnv::stop_apiserver`],
+    /// [`KubeEnv::start_apiserver_again`], [`KubeEnv::stop_etcd`],
+    /// [`KubeEnv::start_etcd_again`]): same ports, same certificates, and
+    /// etcd's data kept in a directory that outlives etcd (deleted, like the
+    /// others, when the environment is dropped or the test process exits).
+    /// Never restart [`KubeEnv::shared`]: other tests use it.
+    pub async fn start_restartable() -> anyhow::Result<KubeEnv> {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(restartable: bool) -> anyhow::Result<KubeEnv> {
         crate::install_crypto_provider();
         let apiserver_bin = bins::kube_apiserver()?;
         let t0 = std::time::Instant::now();
-        let (etcd, etcd_url) = start_etcd().await?;
+        let (etcd, etcd_url, data) = if restartable {
+            let holder = ServerProcess::hold_dir("etcd-data")?;
+            let data_dir = holder.dir().join("data");
+            let etcd_bin = bins::etcd()?;
+            let ((proc, url), ports) = with_port_retry("etcd", || async {
+                // A failed attempt may have left a member with other peer URLs.
+                let _ = std::fs::remove_dir_all(&data_dir);
+                let ports = (free_port()?, free_port()?);
+                let started = spawn_etcd(&etcd_bin, ports.0, ports.1, Some(&data_dir)).await?;
+                Ok((started, ports))
+            })
+            .await?;
+            (proc, url, Some((holder, data_dir, ports)))
+        } else {
+            let (proc, url) = start_etcd().await?;
+            (proc, url, None)
+        };
         let pki = generate_pki()?;
-        let (apiserver, server_url, kubeconfig) = with_port_retry("kube-apiserver", || async {
-            let dir = server_dir("kube-apiserver")?;
-            let port = free_port()?;
-            let server_url = format!("https://127.0.0.1:{port}");
-            let p = |f: &str| dir.join(f);
-            std::fs::write(p("ca.crt"), &pki.ca_pem).context("write ca.crt")?;
-            std::fs::write(p("apiserver.crt"), &pki.serving_cert_pem)
-                .context("write apiserver.crt")?;
-            write_private(&p("apiserver.key"), &pki.serving_key_pem)?;
-            std::fs::write(p("sa.pub"), &pki.sa_public_pem).context("write sa.pub")?;
-            write_private(&p("sa.key"), &pki.sa_private_pem)?;
-            std::fs::create_dir_all(p("certs")).context("create cert dir")?;
-            let path = |f: &str| p(f).display().to_string();
-            let mut args: Vec<OsString> = [
-                format!("--etcd-servers={etcd_url}"),
-                format!("--etcd-prefix=/refsync-{}", random_string(6)),
-                format!("--cert-dir={}", path("certs")),
-                format!("--tls-cert-file={}", path("apiserver.crt")),
-                format!("--tls-private-key-file={}", path("apiserver.key")),
-                format!("--client-ca-file={}", path("ca.crt")),
-                format!("--secure-port={port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--authorization-mode=RBAC".into(),
-                format!("--service-account-issuer={server_url}"),
-                format!("--service-account-key-file={}", path("sa.pub")),
-                format!("--service-account-signing-key-file={}", path("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--allow-privileged=true".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--endpoint-reconciler-type=none".into(),
-            ]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-            args.extend(audit_args(&dir)?);
-            let proc = ServerProcess::spawn("kube-apiserver", &apiserver_bin, &args, &[], &dir)?;
-            let kubeconfig = build_kubeconfig(&server_url, &pki);
-            let config = config_from(&kubeconfig).await?;
-            let client = Client::try_from(config).context("build kube client")?;
-            let res = proc
-                .wait_ready(start_timeout(120), || {
-                    let client = client.clone();
-                    async move {
-                        let req = http::Request::get("/readyz").body(Vec::new())?;
-                        let body = client.request_text(req).await?;
-                        Ok(body.trim() == "ok")
-                    }
-                })
-                .await;
-            match res {
-                Ok(()) => Ok((proc, server_url, kubeconfig)),
-                Err(e) => Err(StartError::classify(&proc, e)),
-            }
-        })
-        .await?;
+        let etcd_prefix = format!("/refsync-{}", random_string(6));
+        let (apiserver, server_url, kubeconfig, apiserver_port) =
+            with_port_retry("kube-apiserver", || async {
+                let port = free_port()?;
+                let server_url = format!("https://127.0.0.1:{port}");
+                let kubeconfig = build_kubeconfig(&server_url, &pki);
+                let proc = spawn_apiserver(
+                    &apiserver_bin,
+                    &pki,
+                    &etcd_url,
+                    &etcd_prefix,
+                    port,
+                    &kubeconfig,
+                )
+                .await?;
+                Ok((proc, server_url, kubeconfig, port))
+            })
+            .await?;
         eprintln!(
             "refsync-testenv: etcd {} + kube-apiserver {} ready at {server_url} in {:.1?}",
             bins::ETCD_VERSION,
             bins::KUBE_VERSION,
             t0.elapsed()
         );
+        let restart = match data {
+            Some((holder, etcd_data, (etcd_client_port, etcd_peer_port))) => Some(Restart {
+                pki,
+                apiserver_port,
+                etcd_prefix,
+                etcd_client_port,
+                etcd_peer_port,
+                etcd_data,
+                _data: holder,
+            }),
+            None => None,
+        };
         Ok(KubeEnv {
             apiserver,
             etcd,
             etcd_url,
             server_url,
             kubeconfig,
+            restart,
         })
+    }
+
+    fn restart_info(&self) -> anyhow::Result<&Restart> {
+        self.restart
+            .as_ref()
+            .context("this KubeEnv was not started with KubeEnv::start_restartable()")
+    }
+
+    /// Stops kube-apiserver (SIGTERM; waits until it exited). etcd keeps
+    /// running. Only for [`KubeEnv::start_restartable`] environments.
+    pub fn stop_apiserver(&self) -> anyhow::Result<()> {
+        self.restart_info()?;
+        self.apiserver.stop();
+        anyhow::ensure!(
+            self.apiserver.exit_status().is_some(),
+            "kube-apiserver did not stop"
+        );
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again on the same port with the same
+    /// certificates and etcd prefix (the kubeconfig stays valid) and waits
+    /// for `/readyz`. Stops the running one first if needed.
+    pub async fn start_apiserver_again(&mut self) -> anyhow::Result<()> {
+        let bin = bins::kube_apiserver()?;
+        let r = self.restart_info()?;
+        self.apiserver.stop();
+        let proc = spawn_apiserver(
+            &bin,
+            &r.pki,
+            &self.etcd_url,
+            &r.etcd_prefix,
+            r.apiserver_port,
+            &self.kubeconfig,
+        )
+        .await
+        .map_err(|(StartError::PortTaken(e) | StartError::Other(e))| e)
+        .context("start kube-apiserver again")?;
+        self.apiserver = proc;
+        Ok(())
+    }
+
+    /// Stops etcd (SIGTERM; waits until it exited); its data is kept.
+    /// kube-apiserver keeps running (and fails its requests meanwhile).
+    pub fn stop_etcd(&self) -> anyhow::Result<()> {
+        self.restart_info()?;
+        self.etcd.stop();
+        anyhow::ensure!(self.etcd.exit_status().is_some(), "etcd did not stop");
+        Ok(())
+    }
+
+    /// Starts etcd again on the same ports with the same data and waits for
+    /// its `/health`. Stops the running one first if needed.
+    pub async fn start_etcd_again(&mut self) -> anyhow::Result<()> {
+        let bin = bins::etcd()?;
+        let r = self.restart_info()?;
+        self.etcd.stop();
+        let (proc, _) = spawn_etcd(
+            &bin,
+            r.etcd_client_port,
+            r.etcd_peer_port,
+            Some(&r.etcd_data),
+        )
+        .await
+        .map_err(|(StartError::PortTaken(e) | StartError::Other(e))| e)
+        .context("start etcd again")?;
+        self.etcd = proc;
+        Ok(())
+    }
+
+    /// kube-apiserver's Prometheus metrics (`GET /metrics` as admin).
+    pub async fn apiserver_metrics(&self) -> anyhow::Result<String> {
+        let client = self.client().await;
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        client
+            .request_text(req)
+            .await
+            .context("GET /metrics from kube-apiserver")
     }
 
     /// `https://127.0.0.1:PORT`

@@ -52,41 +52,15 @@ impl Moto {
         let bin = bins::moto_server()?;
         let t0 = std::time::Instant::now();
         let moto = with_port_retry("moto", || async {
-            let dir = server_dir("moto")?;
             let port = free_port()?;
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let args: Vec<OsString> = vec![
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string().into(),
-            ];
-            let envs = [
-                ("HOME", dir.clone().into_os_string()),
-                ("PYTHONUNBUFFERED", OsString::from("1")),
-            ];
-            let proc = ServerProcess::spawn("moto", &bin, &args, &envs, &dir)?;
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .context("reqwest client")?;
-            let probe_url = format!("{endpoint}/moto-api/data.json");
-            let res = proc
-                .wait_ready(start_timeout(60), || {
-                    let (http, url) = (http.clone(), probe_url.clone());
-                    async move { Ok(http.get(&url).send().await?.status().is_success()) }
-                })
-                .await;
-            match res {
-                // moto accepts any credentials; generate throwaway ones.
-                Ok(()) => Ok(Moto {
-                    proc,
-                    endpoint,
-                    access_key_id: format!("TEST{}", random_string(16).to_ascii_uppercase()),
-                    secret_access_key: random_string(40),
-                }),
-                Err(e) => Err(StartError::classify(&proc, e)),
-            }
+            let proc = spawn_moto(&bin, port).await?;
+            // moto accepts any credentials; generate throwaway ones.
+            Ok(Moto {
+                proc,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                access_key_id: format!("TEST{}", random_string(16).to_ascii_uppercase()),
+                secret_access_key: random_string(40),
+            })
         })
         .await?;
         eprintln!(
@@ -96,6 +70,34 @@ impl Moto {
             t0.elapsed()
         );
         Ok(moto)
+    }
+
+    /// Stops the server (SIGTERM; waits until it exited). moto keeps
+    /// everything in memory: [`Moto::start_again`] starts an empty one.
+    /// Never stop [`Moto::shared`]: other tests use it.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.proc.stop();
+        anyhow::ensure!(self.proc.exit_status().is_some(), "moto did not stop");
+        Ok(())
+    }
+
+    /// Starts moto again on the same port (same endpoint and credentials),
+    /// with NO data: the test re-creates what it needs. Stops the running one
+    /// first if needed.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let bin = bins::moto_server()?;
+        let port: u16 = self
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("port of the moto endpoint")?;
+        self.proc.stop();
+        self.proc = spawn_moto(&bin, port)
+            .await
+            .map_err(|(StartError::PortTaken(e) | StartError::Other(e))| e)
+            .context("start moto again")?;
+        Ok(())
     }
 
     /// `http://127.0.0.1:PORT`, the endpoint URL for every AWS service.
@@ -139,5 +141,37 @@ impl Moto {
     /// The last `n` output lines of the server.
     pub fn log_tail(&self, n: usize) -> String {
         self.proc.log_tail(n)
+    }
+}
+
+/// Starts `moto_server` on `port` and waits until it answers.
+async fn spawn_moto(bin: &std::path::Path, port: u16) -> Result<ServerProcess, StartError> {
+    let dir = server_dir("moto")?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let args: Vec<OsString> = vec![
+        "-H".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string().into(),
+    ];
+    let envs = [
+        ("HOME", dir.clone().into_os_string()),
+        ("PYTHONUNBUFFERED", OsString::from("1")),
+    ];
+    let proc = ServerProcess::spawn("moto", bin, &args, &envs, &dir)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("reqwest client")?;
+    let probe_url = format!("{endpoint}/moto-api/data.json");
+    let res = proc
+        .wait_ready(start_timeout(60), || {
+            let (http, url) = (http.clone(), probe_url.clone());
+            async move { Ok(http.get(&url).send().await?.status().is_success()) }
+        })
+        .await;
+    match res {
+        Ok(()) => Ok(proc),
+        Err(e) => Err(StartError::classify(&proc, e)),
     }
 }

@@ -140,6 +140,16 @@ impl ServerProcess {
         })
     }
 
+    /// A placeholder "server" (`sleep`) whose only job is to own a fresh
+    /// data directory: the directory outlives restarts of the servers that
+    /// keep their data in it and is deleted, like every server's, when this
+    /// placeholder stops (on drop, or when the test process exits).
+    pub fn hold_dir(name: &str) -> anyhow::Result<Self> {
+        let dir = server_dir(name)?;
+        let args: Vec<OsString> = vec!["2147483647".into()];
+        Self::spawn(name, Path::new("sleep"), &args, &[], &dir)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
