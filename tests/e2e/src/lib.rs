@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 
 use base64::Engine;
 
+pub mod gcp;
+
 /// The `refsync` binary of this build: next to the test executable's `deps/` directory, built
 /// with `cargo build -p refsync` if it is not there yet.
 pub fn refsync_bin() -> PathBuf {

@@ -30,13 +30,11 @@ use refsync_core::api::SecretStoreSpec;
 use refsync_core::engine::Engine;
 use refsync_core::fetch::Fetcher;
 use refsync_core::{Error, Provider, ProviderFactory, ProviderRegistry, Result, StoreContext};
+use refsync_e2e::gcp::{EMAIL, KEY_ID, PROJECT, admin_jwt, openssl_key, put};
 use refsync_provider_aws::{Aws, Endpoints};
 use refsync_testenv::Moto;
 use refsync_testenv::gcp::{Auth, Config as EmuConfig, GcpSm as GcpEmulator};
 use serde_json::json;
-use std::path::Path;
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `spec.provider.aws` with every service at moto's endpoint.
 struct AwsAt(String);
@@ -327,112 +325,6 @@ async fn syncs_from_aws_secrets_manager_and_parameter_store_on_moto() {
     );
 }
 
-const GCP_PROJECT: &str = "refsync-e2e";
-const EMAIL: &str = "refsync-e2e@refsync-e2e.iam.gserviceaccount.com";
-const KEY_ID: &str = "e2e0000000000000000000000000000000000001";
-
-/// A 2048-bit RSA key made now: (PKCS#8 private PEM, SPKI public PEM, private key file).
-fn openssl_key(dir: &Path, name: &str) -> (String, String, std::path::PathBuf) {
-    let private = dir.join(format!("{name}.pem"));
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("this test needs the openssl CLI to make a throwaway RSA key: {e}")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let p = private.to_str().unwrap();
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        p,
-    ]);
-    let public = String::from_utf8(run(&["pkey", "-in", p, "-pubout"])).unwrap();
-    let pem = std::fs::read_to_string(&private).unwrap();
-    assert!(
-        pem.starts_with("-----BEGIN PRIVATE KEY-----"),
-        "PKCS#8 PEM expected"
-    );
-    (pem, public, private)
-}
-
-/// A self-signed service-account JWT, as google-cloud-auth makes one, for the fixture writes.
-fn admin_jwt(private_key_file: &Path) -> String {
-    use base64::Engine as _;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": KEY_ID});
-    let claims = serde_json::json!({
-        "iss": EMAIL, "sub": EMAIL, "scope": "https://www.googleapis.com/auth/cloud-platform",
-        "iat": now - 10, "exp": now + 600,
-    });
-    let signing_input = format!(
-        "{}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string()),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let input_file = private_key_file.with_extension("input");
-    std::fs::write(&input_file, &signing_input).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(private_key_file)
-        .arg(&input_file)
-        .output()
-        .expect("openssl dgst");
-    assert!(
-        out.status.success(),
-        "openssl dgst: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!(
-        "{signing_input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out.stdout)
-    )
-}
-
-/// Fixture write through the emulator's REST API, signed by the registered key.
-async fn gcp_put(emu: &GcpEmulator, jwt: &str, id: &str, value: &str) {
-    let project = GCP_PROJECT;
-    let http = reqwest::Client::new();
-    let base = format!("{}/v1/projects/{project}/secrets", emu.endpoint());
-    let r = http
-        .post(format!("{base}?secretId={id}"))
-        .bearer_auth(jwt)
-        .json(&json!({"replication": {"automatic": {}}}))
-        .send()
-        .await
-        .expect("create secret");
-    assert!(
-        r.status().is_success() || r.status() == 409,
-        "create {id}: {}",
-        r.status()
-    );
-    use base64::Engine as _;
-    let r = http
-        .post(format!("{base}/{id}:addVersion"))
-        .bearer_auth(jwt)
-        .json(
-            &json!({"payload": {"data": base64::engine::general_purpose::STANDARD.encode(value)}}),
-        )
-        .send()
-        .await
-        .expect("add version");
-    assert!(r.status().is_success(), "add version {id}: {}", r.status());
-}
-
 #[tokio::test]
 async fn syncs_from_the_gcp_secret_manager_emulator() {
     let t0 = Instant::now();
@@ -448,13 +340,21 @@ async fn syncs_from_the_gcp_secret_manager_emulator() {
     .await
     .expect("start the GCP emulator");
     let jwt = admin_jwt(&private_file);
-    let project = GCP_PROJECT;
-    gcp_put(&emu, &jwt, "db-password", "gcp-one").await;
-    gcp_put(
-        &emu,
+    let project = PROJECT;
+    put(
+        &emu.endpoint(),
+        &jwt,
+        "db-password",
+        "gcp-one".as_bytes(),
+        json!({}),
+    )
+    .await;
+    put(
+        &emu.endpoint(),
         &jwt,
         "db-config",
-        r#"{"host":"db.internal","port":"5432"}"#,
+        r#"{"host":"db.internal","port":"5432"}"#.as_bytes(),
+        json!({}),
     )
     .await;
     // The key in a real Kubernetes Secret; its token_uri leads nowhere (never used with a
@@ -508,7 +408,14 @@ async fn syncs_from_the_gcp_secret_manager_emulator() {
     let es = wait_reason(&client, &ns, "app", "SecretSynced").await;
     let t_sync = t0.elapsed();
 
-    gcp_put(&emu, &jwt, "db-password", "gcp-two").await;
+    put(
+        &emu.endpoint(),
+        &jwt,
+        "db-password",
+        "gcp-two".as_bytes(),
+        json!({}),
+    )
+    .await;
     let t1 = Instant::now();
     force_sync(&client, &ns, "app", "1").await;
     let updated = wait_value(&client, &ns, "app", "password", "gcp-two").await;

@@ -6,118 +6,12 @@
 //! proves nothing went to a token endpoint.
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use refsync_e2e::gcp::{EMAIL, KEY_ID, PROJECT, admin_jwt, openssl_key, put};
 use refsync_e2e::{manifest_dir, render};
 use refsync_testenv::gcp::{Auth, Config, GcpSm};
-
-const PROJECT: &str = "refsync-e2e";
-const EMAIL: &str = "refsync-e2e@refsync-e2e.iam.gserviceaccount.com";
-const KEY_ID: &str = "e2e0000000000000000000000000000000000001";
-
-/// A 2048-bit RSA key made now: (PKCS#8 private PEM, SPKI public PEM, private key file).
-fn openssl_key(dir: &Path, name: &str) -> (String, String, std::path::PathBuf) {
-    let private = dir.join(format!("{name}.pem"));
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("this test needs the openssl CLI to make a throwaway RSA key: {e}")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let p = private.to_str().unwrap();
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        p,
-    ]);
-    let public = String::from_utf8(run(&["pkey", "-in", p, "-pubout"])).unwrap();
-    let pem = std::fs::read_to_string(&private).unwrap();
-    assert!(
-        pem.starts_with("-----BEGIN PRIVATE KEY-----"),
-        "PKCS#8 PEM expected"
-    );
-    (pem, public, private)
-}
-
-/// A self-signed service-account JWT, as google-cloud-auth makes one, for the fixture writes.
-fn admin_jwt(private_key_file: &Path) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": KEY_ID});
-    let claims = serde_json::json!({
-        "iss": EMAIL, "sub": EMAIL, "scope": "https://www.googleapis.com/auth/cloud-platform",
-        "iat": now - 10, "exp": now + 600,
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let input_file = private_key_file.with_extension("input");
-    std::fs::write(&input_file, &signing_input).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(private_key_file)
-        .arg(&input_file)
-        .output()
-        .expect("openssl dgst");
-    assert!(
-        out.status.success(),
-        "openssl dgst: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(out.stdout))
-}
-
-/// Fixture writes through the emulator's REST API (the test's own setup, not the code under test).
-async fn put(emu: &GcpSm, jwt: &str, id: &str, value: &[u8], labels: serde_json::Value) {
-    let http = reqwest::Client::new();
-    let base = format!("{}/v1/projects/{PROJECT}/secrets", emu.endpoint());
-    let r = http
-        .post(format!("{base}?secretId={id}"))
-        .bearer_auth(jwt)
-        .json(&serde_json::json!({"replication": {"automatic": {}}, "labels": labels}))
-        .send()
-        .await
-        .expect("create secret");
-    assert!(
-        r.status().is_success() || r.status() == 409,
-        "create {id}: {}",
-        r.status()
-    );
-    let r = http
-        .post(format!("{base}/{id}:addVersion"))
-        .bearer_auth(jwt)
-        .json(&serde_json::json!({"payload": {"data": STANDARD.encode(value)}}))
-        .send()
-        .await
-        .expect("add version");
-    assert!(
-        r.status().is_success(),
-        "add version to {id}: {}",
-        r.status()
-    );
-}
 
 /// Counts connections to the service-account key's token endpoint (there must be none).
 fn token_trap() -> (String, Arc<AtomicUsize>) {
@@ -207,7 +101,7 @@ async fn render_reads_gcp_secret_manager_with_a_service_account_key() {
     .expect("the gcpsm emulator starts");
     let jwt = admin_jwt(&private_file);
     put(
-        &emu,
+        &emu.endpoint(),
         &jwt,
         "db-config",
         br#"{"user":"payments","port":5432}"#,
@@ -215,7 +109,7 @@ async fn render_reads_gcp_secret_manager_with_a_service_account_key() {
     )
     .await;
     put(
-        &emu,
+        &emu.endpoint(),
         &jwt,
         "db-password",
         b"old-password-1",
@@ -223,7 +117,7 @@ async fn render_reads_gcp_secret_manager_with_a_service_account_key() {
     )
     .await;
     put(
-        &emu,
+        &emu.endpoint(),
         &jwt,
         "db-password",
         b"current-password-2",
@@ -231,7 +125,7 @@ async fn render_reads_gcp_secret_manager_with_a_service_account_key() {
     )
     .await;
     put(
-        &emu,
+        &emu.endpoint(),
         &jwt,
         "flag-checkout",
         b"on",
@@ -239,7 +133,7 @@ async fn render_reads_gcp_secret_manager_with_a_service_account_key() {
     )
     .await;
     put(
-        &emu,
+        &emu.endpoint(),
         &jwt,
         "flag-search",
         b"off",
