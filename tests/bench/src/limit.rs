@@ -58,7 +58,8 @@ pub async fn run(kubeconfig: &Path, owners: &Path, concurrency: usize) -> anyhow
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     let client = kube::Client::try_from(cfg)?;
-    let owners: Vec<Owner> = serde_json::from_slice(&std::fs::read(owners).context("read owners file")?)?;
+    let owners: Vec<Owner> =
+        serde_json::from_slice(&std::fs::read(owners).context("read owners file")?)?;
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     futures::stream::iter(owners.into_iter().map(|owner| {
         let client = client.clone();

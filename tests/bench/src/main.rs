@@ -32,7 +32,10 @@ use crate::subject::{Running, SubjectKind};
 use crate::workload::{BaoTarget, NAMESPACES, Workload};
 
 #[derive(Parser, Debug)]
-#[command(name = "refsync-bench", about = "Controller-at-scale benchmark (issue 10)")]
+#[command(
+    name = "refsync-bench",
+    about = "Controller-at-scale benchmark (issue 10)"
+)]
 struct Args {
     /// Who syncs the ExternalSecrets.
     #[arg(long, value_enum)]
@@ -126,6 +129,12 @@ pub struct Report {
     pub provider_calls_to_ready: Option<f64>,
     /// The same over the steady-state window.
     pub provider_calls_steady: Option<f64>,
+    /// `externalsecret_provider_api_calls_count` by `call`, start → Ready.
+    #[serde(default)]
+    pub provider_calls_by_call_to_ready: BTreeMap<String, f64>,
+    /// The same over the steady-state window.
+    #[serde(default)]
+    pub provider_calls_by_call_steady: BTreeMap<String, f64>,
     /// Distinct (store, key) pairs the ExternalSecrets read.
     pub distinct_keys: usize,
     /// OpenBao's `vault_route_read_secret__count` (KV reads it served), start → Ready.
@@ -306,7 +315,9 @@ async fn run(args: &Args, subject: SubjectKind) -> anyhow::Result<Report> {
         Some(b) => b.counts().await,
         None => None,
     };
-    let work_dir = tempfile::Builder::new().prefix("refsync-bench-").tempdir()?;
+    let work_dir = tempfile::Builder::new()
+        .prefix("refsync-bench-")
+        .tempdir()?;
     let work = work_dir.path().to_path_buf();
     r.loadavg_subject_start = procstat::loadavg();
     let t0 = Instant::now();
@@ -326,7 +337,10 @@ async fn run(args: &Args, subject: SubjectKind) -> anyhow::Result<Report> {
     match ready {
         Some(t) => eprintln!("all {} Ready after {t:.1} s", args.n),
         None => {
-            eprintln!("NOT all Ready after {} s: {}/{}", args.timeout, r.ready_at_end, args.n);
+            eprintln!(
+                "NOT all Ready after {} s: {}/{}",
+                args.timeout, r.ready_at_end, args.n
+            );
             r.notes.push(format!(
                 "not Ready after {} s: {}/{} Ready",
                 args.timeout, r.ready_at_end, args.n
@@ -339,8 +353,10 @@ async fn run(args: &Args, subject: SubjectKind) -> anyhow::Result<Report> {
     let stat_ready = running.stat().await;
     r.peak_rss_mib_at_ready = stat_ready.map(|s| s.peak_rss_kib as f64 / 1024.0);
     r.cpu_secs_to_ready = stat_ready.map(|s| s.cpu_secs);
-    let calls_ready = running.provider_calls().await;
-    r.provider_calls_to_ready = calls_ready;
+    if let Some(calls) = running.provider_calls().await {
+        r.provider_calls_to_ready = Some(calls.values().sum());
+        r.provider_calls_by_call_to_ready = calls;
+    }
     if let (Some(b), Some((reads0, reqs0))) = (&bao, bao0)
         && let Some((reads1, reqs1)) = b.counts().await
     {
@@ -389,7 +405,8 @@ async fn run(args: &Args, subject: SubjectKind) -> anyhow::Result<Report> {
             r.steady_cpu_secs = Some(s1.cpu_secs - s0.cpu_secs);
         }
         if let (Some(c0), Some(c1)) = (c0, c1) {
-            r.provider_calls_steady = Some(c1 - c0);
+            r.provider_calls_by_call_steady = diff(&c0, &c1);
+            r.provider_calls_steady = Some(r.provider_calls_by_call_steady.values().sum());
         }
         r.apiserver_requests_steady = diff(&a0, &a1);
         r.apiserver_requests_steady_total = r.apiserver_requests_steady.values().sum();

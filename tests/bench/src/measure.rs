@@ -58,17 +58,24 @@ impl ReadyWatch {
                 match ev {
                     Ok(watcher::Event::Apply(o)) => {
                         let r = is_ready(&o);
-                        state.lock().unwrap_or_else(|e| e.into_inner()).insert(key(&o), r);
+                        state
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(key(&o), r);
                     }
                     Ok(watcher::Event::Delete(o)) => {
-                        state.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&o));
+                        state
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key(&o));
                     }
                     Ok(watcher::Event::Init) => init.clear(),
                     Ok(watcher::Event::InitApply(o)) => {
                         init.insert(key(&o), is_ready(&o));
                     }
                     Ok(watcher::Event::InitDone) => {
-                        *state.lock().unwrap_or_else(|e| e.into_inner()) = std::mem::take(&mut init);
+                        *state.lock().unwrap_or_else(|e| e.into_inner()) =
+                            std::mem::take(&mut init);
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(());
                         }
@@ -144,7 +151,11 @@ pub fn metric_by(text: &str, name: &str, by: &[&str]) -> BTreeMap<String, f64> {
         } else {
             continue;
         };
-        let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+        let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
             continue;
         };
         let parsed = parse_labels(labels);
@@ -191,7 +202,10 @@ pub fn metric_total(text: &str, name: &str) -> f64 {
 }
 
 /// `after - before` per key, zero entries dropped.
-pub fn diff(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+pub fn diff(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
@@ -203,7 +217,11 @@ pub fn diff(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BT
 pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
     let req = http_get("/metrics")?;
     let text = client.request_text(req).await?;
-    Ok(metric_by(&text, "apiserver_request_total", &["verb", "resource", "subresource"]))
+    Ok(metric_by(
+        &text,
+        "apiserver_request_total",
+        &["verb", "resource", "subresource"],
+    ))
 }
 
 fn http_get(path: &str) -> anyhow::Result<http::Request<Vec<u8>>> {
@@ -244,7 +262,11 @@ mod tests {
             apiserver_request_total{code=\"409\",component=\"apiserver\",resource=\"secrets\",subresource=\"\",verb=\"POST\"} 1\n\
             apiserver_request_total{code=\"200\",resource=\"externalsecrets\",subresource=\"status\",verb=\"PATCH\"} 2\n\
             apiserver_request_total_other 9\n";
-        let m = metric_by(text, "apiserver_request_total", &["verb", "resource", "subresource"]);
+        let m = metric_by(
+            text,
+            "apiserver_request_total",
+            &["verb", "resource", "subresource"],
+        );
         assert_eq!(m.get("POST secrets"), Some(&4.0));
         assert_eq!(m.get("PATCH externalsecrets status"), Some(&2.0));
         assert_eq!(m.len(), 2);

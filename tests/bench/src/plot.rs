@@ -54,16 +54,15 @@ fn step(range: f64) -> f64 {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub fn render(reports: &[Report]) -> String {
     let mut panels: BTreeMap<(String, usize), Vec<&Report>> = BTreeMap::new();
     for r in reports {
-        panels
-            .entry((r.workload.clone(), r.n))
-            .or_default()
-            .push(r);
+        panels.entry((r.workload.clone(), r.n)).or_default().push(r);
     }
     let h = TOP + panels.len() as f64 * (PANEL_H + BOTTOM + TOP);
     let mut s = String::new();
@@ -156,10 +155,7 @@ pub fn render(reports: &[Report]) -> String {
             let lx = LEFT + pw + 14.0;
             let label = match r.ready_secs {
                 Some(t) => format!("all Ready: {t:.1} s"),
-                None => format!(
-                    "{} of {} after {} s",
-                    r.ready_at_end, r.n, r.timeout_secs
-                ),
+                None => format!("{} of {} after {} s", r.ready_at_end, r.n, r.timeout_secs),
             };
             let _ = writeln!(
                 s,
@@ -239,7 +235,10 @@ pub fn table(reports: &[Report]) -> String {
         for r in &runs {
             let ready = match r.ready_secs {
                 Some(t) => format!("{t:.1}"),
-                None => format!("not Ready after {} s ({}/{})", r.timeout_secs, r.ready_at_end, r.n),
+                None => format!(
+                    "not Ready after {} s ({}/{})",
+                    r.timeout_secs, r.ready_at_end, r.n
+                ),
             };
             let steady = if r.subject == "limit" {
                 "–".to_string()

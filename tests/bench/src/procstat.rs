@@ -43,7 +43,12 @@ pub fn read(pid: u32) -> anyhow::Result<ProcStat> {
     // utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     Ok(ProcStat {
         peak_rss_kib: kib("VmHWM:"),
         rss_kib: kib("VmRSS:"),

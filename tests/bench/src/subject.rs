@@ -74,9 +74,15 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 
 pub fn versions(subject: SubjectKind, args: &crate::Args) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
-    v.insert("kube-apiserver".into(), refsync_testenv::bins::KUBE_VERSION.into());
+    v.insert(
+        "kube-apiserver".into(),
+        refsync_testenv::bins::KUBE_VERSION.into(),
+    );
     v.insert("etcd".into(), refsync_testenv::bins::ETCD_VERSION.into());
-    v.insert("openbao".into(), refsync_testenv::bins::OPENBAO_VERSION.into());
+    v.insert(
+        "openbao".into(),
+        refsync_testenv::bins::OPENBAO_VERSION.into(),
+    );
     let rev = std::env::var("REFSYNC_BENCH_REV")
         .unwrap_or_else(|_| command_output("git", &["rev-parse", "--short", "HEAD"]));
     v.insert("git".into(), rev);
@@ -97,13 +103,21 @@ pub fn versions(subject: SubjectKind, args: &crate::Args) -> BTreeMap<String, St
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 enum Inner {
-    Refsync { child: Child, log: PathBuf },
+    Refsync {
+        child: Child,
+        log: PathBuf,
+    },
     Eso(Box<Eso>),
-    Limit { child: Child, done: Option<ProcStat> },
+    Limit {
+        child: Child,
+        done: Option<ProcStat>,
+    },
 }
 
 /// A started subject.
@@ -118,7 +132,11 @@ pub struct Running {
 fn find_pid(bin: &Path, needle: &str) -> Option<u32> {
     let bin = bin.display().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -265,13 +283,14 @@ impl Running {
         procstat::read(self.pid).ok()
     }
 
-    /// Sum of `externalsecret_provider_api_calls_count` on the subject's `/metrics`.
-    pub async fn provider_calls(&self) -> Option<f64> {
+    /// `externalsecret_provider_api_calls_count` on the subject's `/metrics`, by `call`.
+    pub async fn provider_calls(&self) -> Option<BTreeMap<String, f64>> {
         let url = self.metrics_url.as_ref()?;
         let text = crate::measure::scrape(url).await.ok()?;
-        Some(crate::measure::metric_total(
+        Some(crate::measure::metric_by(
             &text,
             "externalsecret_provider_api_calls_count",
+            &["call"],
         ))
     }
 

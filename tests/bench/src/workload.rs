@@ -9,8 +9,10 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 
 /// Namespaces the ExternalSecrets (and unmanaged Secrets) are spread over.
@@ -26,7 +28,9 @@ pub const BAO_MOUNT: &str = "secret";
 /// Name of the SecretStore in every namespace.
 pub const STORE: &str = "store";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     /// The fake provider: values in the SecretStore's `spec.provider.fake.data`.
@@ -61,7 +65,9 @@ pub fn bao_path(ns: usize) -> String {
 
 /// The `data` of the Secret every ExternalSecret of namespace `ns` produces.
 pub fn secret_data(ns: usize) -> Vec<(String, String)> {
-    (0..KEYS).map(|j| (format!("k{j}"), value(ns, j, 0))).collect()
+    (0..KEYS)
+        .map(|j| (format!("k{j}"), value(ns, j, 0)))
+        .collect()
 }
 
 pub fn es_resource() -> ApiResource {
@@ -81,13 +87,20 @@ pub fn store_resource() -> ApiResource {
 }
 
 /// Applies CRDs and waits until each is Established.
-pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) -> anyhow::Result<()> {
+pub async fn install_crds(
+    client: &Client,
+    crds: Vec<CustomResourceDefinition>,
+) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in &crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("refsync-bench").force(), &Patch::Apply(crd))
-            .await
-            .with_context(|| format!("apply CRD {name}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("refsync-bench").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .with_context(|| format!("apply CRD {name}"))?;
     }
     for crd in &crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
@@ -98,7 +111,10 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
             if established {
                 break;
             }
@@ -118,7 +134,12 @@ pub struct BaoTarget {
 }
 
 /// Writes the 10 properties of namespace `ns`'s path, `k0` at `generation`.
-pub async fn bao_write(http: &reqwest::Client, bao: &BaoTarget, ns: usize, generation: u32) -> anyhow::Result<()> {
+pub async fn bao_write(
+    http: &reqwest::Client,
+    bao: &BaoTarget,
+    ns: usize,
+    generation: u32,
+) -> anyhow::Result<()> {
     let mut data = serde_json::Map::new();
     for j in 0..KEYS {
         let g = if j == 0 { generation } else { 0 };
@@ -160,7 +181,9 @@ fn es_spec(workload: Workload, k: usize, refresh_secs: u64) -> Value {
     let ns = es_namespace_index(k);
     let data: Vec<Value> = (0..KEYS)
         .map(|j| match workload {
-            Workload::Fake => json!({"secretKey": format!("k{j}"), "remoteRef": {"key": format!("k{j}")}}),
+            Workload::Fake => {
+                json!({"secretKey": format!("k{j}"), "remoteRef": {"key": format!("k{j}")}})
+            }
             Workload::Openbao => json!({"secretKey": format!("k{j}"),
                 "remoteRef": {"key": bao_path(ns), "property": format!("k{j}")}}),
         })
@@ -195,7 +218,7 @@ where
         async move {
             let r = fut.await?;
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if d % 10_000 == 0 {
+            if d.is_multiple_of(10_000) {
                 eprintln!("  {what}: {d}/{total} after {:.0?}", t0.elapsed());
             }
             anyhow::Ok(r)
@@ -227,8 +250,12 @@ pub async fn create(
     concurrently("namespaces", (0..NAMESPACES).collect(), |i| {
         let ns_api = ns_api.clone();
         async move {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace(i)}}))?;
-            ns_api.create(&PostParams::default(), &ns).await.context("create namespace")?;
+            let ns: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": namespace(i)}}))?;
+            ns_api
+                .create(&PostParams::default(), &ns)
+                .await
+                .context("create namespace")?;
             Ok(())
         }
     })
