@@ -392,8 +392,8 @@ impl KubeEnv {
             bins::KUBE_VERSION,
             t0.elapsed()
         );
-        let restart = match data {
-            Some((holder, etcd_data, (etcd_client_port, etcd_peer_port))) => Some(Restart {
+        let restart = data.map(
+            |(holder, etcd_data, (etcd_client_port, etcd_peer_port))| Restart {
                 pki,
                 apiserver_port,
                 etcd_prefix,
@@ -401,9 +401,8 @@ impl KubeEnv {
                 etcd_peer_port,
                 etcd_data,
                 _data: holder,
-            }),
-            None => None,
-        };
+            },
+        );
         Ok(KubeEnv {
             apiserver,
             etcd,

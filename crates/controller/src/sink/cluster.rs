@@ -216,8 +216,11 @@ pub struct SecretSink {
     /// What this replica applied last, by (namespace, name), until the cache shows that version:
     /// the cache lags behind our own writes (much longer while its watch reconnects after an
     /// apiserver restart), and comparing with the stale copy would write the Secret again.
-    pub written: Arc<Mutex<HashMap<(String, String), Arc<Secret>>>>,
+    pub written: Written,
 }
+
+/// The Secrets this replica applied, by (namespace, name).
+pub type Written = Arc<Mutex<HashMap<(String, String), Arc<Secret>>>>;
 
 /// `resourceVersion` as a number (etcd's revision), when it is one.
 fn revision(s: &Secret) -> Option<u64> {
