@@ -17,7 +17,8 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (all namespaces when unset). ClusterSecretStores are still
-    /// watched.
+    /// watched; ClusterExternalSecrets are not reconciled in this mode (their fan-out spans
+    /// namespaces).
     #[arg(long)]
     pub namespace: Option<String>,
     /// Process only stores whose `spec.controller` is this class (plus stores without a
