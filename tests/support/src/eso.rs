@@ -76,6 +76,10 @@ pub async fn install_eso_crds(client: &kube::Client) -> anyhow::Result<Vec<Strin
         .with_context(|| format!("read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        // kustomization.yaml sits next to the CRDs.
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.contains("kind: CustomResourceDefinition"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
