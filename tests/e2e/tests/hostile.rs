@@ -209,15 +209,10 @@ fn run_measured(mut cmd: Command, scratch: &Path) -> Run {
     let mut peak = 0;
     let mut cpu = Duration::ZERO;
     let mut killed = false;
-    loop {
-        match proc_stat(pid) {
-            Some((state, used)) => {
-                cpu = used;
-                if state == 'Z' {
-                    break;
-                }
-            }
-            None => break,
+    while let Some((state, used)) = proc_stat(pid) {
+        cpu = used;
+        if state == 'Z' {
+            break;
         }
         if let Some(hwm) = peak_rss(pid) {
             peak = peak.max(hwm);
