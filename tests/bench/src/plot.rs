@@ -282,7 +282,6 @@ pub fn table(reports: &[Report]) -> String {
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            (Some(_), None) => "< 1 (other not Ready)".to_string(),
             _ => "–".to_string(),
         };
         for o in others {
@@ -290,7 +289,12 @@ pub fn table(reports: &[Report]) -> String {
                 s,
                 "| {} | {} | {} | {} | {} | {} |",
                 o.subject,
-                ratio(rs.ready_secs, o.ready_secs),
+                match (rs.ready_secs, o.ready_secs) {
+                    // The other never got there: refsync's time over the other's timeout is
+                    // an upper bound of the ratio.
+                    (Some(a), None) => format!("< {:.2}", a / o.timeout_secs.max(1) as f64),
+                    (a, b) => ratio(a, b),
+                },
                 ratio(rs.peak_rss_mib, o.peak_rss_mib),
                 ratio(rs.cpu_secs_to_ready, o.cpu_secs_to_ready),
                 ratio(
