@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
+use refsync_controller::webhook::certs::{self, PemPair};
 use refsync_testenv::KubeEnv;
 use refsync_testenv::process::free_port;
 use serde_json::{Value, json};
@@ -53,7 +54,7 @@ impl Webhook {
     }
 }
 
-fn start_webhook(ns: &str, config: &str, extra: &[&str]) -> Webhook {
+fn start_webhook(ns: &str, config: &str, mode: &str, extra: &[&str]) -> Webhook {
     let env_dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = env_dir.path().join("kubeconfig");
     let rt = tokio::runtime::Handle::current();
@@ -66,7 +67,7 @@ fn start_webhook(ns: &str, config: &str, extra: &[&str]) -> Webhook {
     let mut cmd = Command::new(refsync_e2e::refsync_bin());
     cmd.args(["--log-level", "info,refsync=debug", "webhook"])
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--cert-mode", "self", "--cert-namespace", ns])
+        .args(["--cert-mode", mode, "--cert-namespace", ns])
         .args([
             "--cert-secret",
             "webhook-cert",
@@ -125,7 +126,7 @@ async fn namespace(client: &Client, prefix: &str) -> String {
 }
 
 /// ESO's four webhooks, pointed at `https://127.0.0.1:port` and scoped to `scope`.
-fn webhook_configuration(name: &str, port: u16, scope: &str) -> Value {
+fn webhook_configuration(name: &str, port: u16, scope: &str, ca_bundle: Option<&str>) -> Value {
     let hook = |resource: &str, kind: &str, namespaced: bool| {
         let mut w = json!({
             "name": format!("validate.{kind}.external-secrets.io"),
@@ -143,6 +144,10 @@ fn webhook_configuration(name: &str, port: u16, scope: &str) -> Value {
             "timeoutSeconds": 5,
             "failurePolicy": "Fail",
         });
+        if let Some(ca) = ca_bundle {
+            w["clientConfig"]["caBundle"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(ca));
+        }
         let selector = json!({"matchLabels": {LABEL: scope}});
         if namespaced {
             w["namespaceSelector"] = selector;
@@ -181,12 +186,18 @@ impl Drop for ConfigGuard {
     }
 }
 
-async fn register(client: &Client, name: &str, port: u16, scope: &str) -> ConfigGuard {
+async fn register(
+    client: &Client,
+    name: &str,
+    port: u16,
+    scope: &str,
+    ca_bundle: Option<&str>,
+) -> ConfigGuard {
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(
             name,
             &PatchParams::apply("refsync-e2e").force(),
-            &Patch::Apply(webhook_configuration(name, port, scope)),
+            &Patch::Apply(webhook_configuration(name, port, scope, ca_bundle)),
         )
         .await
         .expect("create ValidatingWebhookConfiguration");
@@ -404,8 +415,9 @@ async fn webhook_refuses_bad_manifests_through_the_apiserver() {
         .await
         .expect("namespace");
     let config = format!("refsync-webhook-{ns}");
-    let wh = start_webhook(&ns, &config, &[]);
-    let _guard = register(&client, &config, wh.port, &ns).await;
+    let wh = start_webhook(&ns, &config, "self", &[]);
+    let t_start = Instant::now();
+    let _guard = register(&client, &config, wh.port, &ns, None).await;
     let secret = wait_started(&client, &wh, &ns, &config).await;
     assert_eq!(
         secret.type_.as_deref(),
@@ -638,8 +650,8 @@ async fn webhook_refuses_bad_manifests_through_the_apiserver() {
     let log = wh.log();
     assert!(log.contains("admission refused"), "refusals are logged");
     eprintln!(
-        "webhook e2e: 5 good objects admitted through the apiserver in {:.0?}",
-        admitted
+        "webhook e2e: 5 good objects admitted through the apiserver in {admitted:.0?}; test body {:.1?}",
+        t_start.elapsed()
     );
 }
 
@@ -653,6 +665,7 @@ async fn certificates_rotate_and_the_apiserver_keeps_trusting_the_webhook() {
     let wh = start_webhook(
         &ns,
         &config,
+        "self",
         &[
             "--cert-validity",
             "12s",
@@ -662,7 +675,8 @@ async fn certificates_rotate_and_the_apiserver_keeps_trusting_the_webhook() {
             "24s",
         ],
     );
-    let _guard = register(&client, &config, wh.port, &ns).await;
+    let t_start = Instant::now();
+    let _guard = register(&client, &config, wh.port, &ns, None).await;
     let first = wait_started(&client, &wh, &ns, &config).await;
     let first_leaf = secret_text(&first, "tls.crt");
     let first_ca = secret_text(&first, "ca.crt");
@@ -756,5 +770,126 @@ async fn certificates_rotate_and_the_apiserver_keeps_trusting_the_webhook() {
     assert!(
         !log.contains("BEGIN PRIVATE KEY") && !log.contains("BEGIN EC PRIVATE KEY"),
         "private keys never reach the log"
+    );
+    eprintln!(
+        "webhook e2e: serving certificate and CA rotation through the apiserver in {:.1?}",
+        t_start.elapsed()
+    );
+}
+
+fn write_pair(dir: &std::path::Path, pair: &PemPair) {
+    // As the kubelet updates a mounted Secret: write aside, then rename into place.
+    for (name, text) in [("tls.key", &pair.key), ("tls.crt", &pair.cert)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provided_certificates_are_served_and_reloaded() {
+    let client = client().await;
+    let ns = namespace(&client, "whprov").await;
+    let config = format!("refsync-webhook-{ns}");
+    let ca = certs::generate_ca(Duration::from_secs(3600)).expect("CA");
+    let ca_end = certs::inspect(&ca.cert).expect("CA").not_after;
+    let issue = || {
+        certs::issue_serving(
+            &ca,
+            ca_end,
+            &["localhost".to_string()],
+            &["127.0.0.1".parse().expect("ip")],
+            Duration::from_secs(3600),
+        )
+        .expect("serving certificate")
+    };
+    let dir = tempfile::tempdir().expect("cert dir");
+    let first = issue();
+    write_pair(dir.path(), &first);
+    let cert_dir = dir.path().display().to_string();
+    let wh = start_webhook(
+        &ns,
+        &config,
+        "provided",
+        &["--cert-dir", &cert_dir, "--cert-reload-interval", "200ms"],
+    );
+    let t_start = Instant::now();
+    // Provided mode injects nothing: caBundle comes with the configuration (cert-manager's
+    // CA injector does this in a cluster).
+    let _guard = register(&client, &config, wh.port, &ns, Some(&ca.cert)).await;
+    let served = |want: Vec<u8>| {
+        let port = wh.port;
+        move || {
+            let want = want.clone();
+            async move { (served_cert(port).await? == want).then_some(()) }
+        }
+    };
+    wait_until(
+        "the provided certificate served",
+        Duration::from_secs(60),
+        &wh,
+        served(pem_ders(&first.cert)[0].clone()),
+    )
+    .await;
+    apply(&client, store(&ns, "fake", json!({"fake": {"data": []}})))
+        .await
+        .expect("store admitted");
+    let mut bad = good_es_spec();
+    bad["target"] = json!({"creationPolicy": "None", "deletionPolicy": "Merge"});
+    assert_refused(
+        &client,
+        es(&ns, "bad", bad.clone()),
+        "externalsecret",
+        "spec.target",
+    )
+    .await;
+
+    // cert-manager renews: the new pair is picked up without a restart.
+    let second = issue();
+    write_pair(dir.path(), &second);
+    wait_until(
+        "the renewed certificate served",
+        Duration::from_secs(10),
+        &wh,
+        served(pem_ders(&second.cert)[0].clone()),
+    )
+    .await;
+    apply(&client, es(&ns, "good", good_es_spec()))
+        .await
+        .expect("admitted with the renewed certificate");
+
+    // A broken pair is refused and the last good one kept.
+    let reported = wh
+        .log()
+        .matches("cannot load the serving certificate")
+        .count();
+    std::fs::write(dir.path().join("tls.key"), "not a key").expect("write");
+    wait_until(
+        "the broken pair reported",
+        Duration::from_secs(10),
+        &wh,
+        || async {
+            (wh.log()
+                .matches("cannot load the serving certificate")
+                .count()
+                > reported)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        served_cert(wh.port).await,
+        Some(pem_ders(&second.cert)[0].clone())
+    );
+    assert_refused(
+        &client,
+        es(&ns, "bad2", bad),
+        "externalsecret",
+        "spec.target",
+    )
+    .await;
+    eprintln!(
+        "webhook e2e: provided certificates served and reloaded in {:.1?}",
+        t_start.elapsed()
     );
 }
