@@ -372,16 +372,27 @@ async fn create_external_secrets(
         .map(|i| {
             let api = api.clone();
             async move {
-                let es: ExternalSecret = serde_json::from_value(json!({
+                // Labels and annotations as GitOps tools leave them (ESO copies them to the
+                // Secret when there is no template); every tenth one templated instead.
+                let mut es = json!({
                     "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
-                    "metadata": {"name": format!("{prefix}-{i}")},
+                    "metadata": {"name": format!("{prefix}-{i}"),
+                                 "labels": {"app.kubernetes.io/part-of": "migration"},
+                                 "annotations": {"team": "payments"}},
                     "spec": {"secretStoreRef": {"name": store, "kind": "SecretStore"},
                              "refreshInterval": refresh,
                              "target": {"name": format!("{prefix}-{i}")},
                              "data": [{"secretKey": "value",
                                        "remoteRef": {"key": format!("app-{i}"), "property": "value"}}]}
-                }))
-                .unwrap();
+                });
+                if i % 10 == 0 {
+                    es["spec"]["target"]["template"] = json!({
+                        "metadata": {"labels": {"templated": "yes"},
+                                     "annotations": {"rendered-from": "{{ \"template\" }}"}},
+                        "data": {"value": "{{ .value }}"}
+                    });
+                }
+                let es: ExternalSecret = serde_json::from_value(es).unwrap();
                 api.create(&PostParams::default(), &es).await.map(|_| ())
             }
         })

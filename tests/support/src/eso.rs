@@ -343,7 +343,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             }
             value.split_whitespace().next()?.parse::<f64>().ok()
         })
-        .sum()
+        // (`sum()` of no samples is -0.0)
+        .fold(0.0, |a, b| a + b)
 }
 
 #[cfg(test)]
