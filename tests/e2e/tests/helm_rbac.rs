@@ -195,10 +195,13 @@ async fn client_for(kc: &Kubeconfig) -> Client {
     Client::try_from(config).expect("ServiceAccount client")
 }
 
-/// `refsync controller` as the chart's ServiceAccount with the chart's arguments (HTTP
-/// addresses moved to a free local port); killed when dropped.
+/// `refsync controller` (or `refsync webhook`: the subcommand is the first chart argument) as
+/// the chart's ServiceAccount with the chart's arguments (HTTP addresses moved to a free local
+/// port); killed when dropped.
 struct ControllerProcess {
     child: Child,
+    /// Port of `/metrics`, `/healthz` and `/readyz`.
+    port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -232,6 +235,7 @@ impl ControllerProcess {
             .expect("start refsync controller");
         ControllerProcess {
             child,
+            port,
             log,
             _dir: dir,
         }
@@ -531,6 +535,8 @@ async fn cluster_install_rbac_is_enough_and_no_more() {
     let args = controller_args(&docs, &fullname);
     assert!(args.contains(&format!("--controller-class={class}")));
     assert!(args.contains(&format!("--leader-election-namespace={release_ns}")));
+    // Built (or found) first: the timing below is the controller's, not the build's.
+    refsync_e2e::refsync_bin();
     let t0 = Instant::now();
     let ctl = ControllerProcess::start(&kc, &args, &release_ns);
 
@@ -836,6 +842,8 @@ async fn namespaced_install_rbac_is_enough_and_no_more() {
     let args = controller_args(&docs, &fullname);
     assert!(args.contains(&format!("--namespace={app}")));
     assert!(args.contains(&"--only-classed-stores".to_string()));
+    // Built (or found) first: the timing below is the controller's, not the build's.
+    refsync_e2e::refsync_bin();
     let t0 = Instant::now();
     let ctl = ControllerProcess::start(&kc, &args, &release_ns);
     wait_lease(&admin, &release_ns, "refsync-scoped", &ctl).await;
@@ -905,5 +913,144 @@ async fn namespaced_install_rbac_is_enough_and_no_more() {
         .get("tok")
         .await
         .expect("the ServiceAccount reads a Secret in its namespace");
+    drop(ctl);
+}
+
+/// The webhook's self-managed certificate with the chart's webhook ServiceAccount: `refsync
+/// webhook` (the chart's arguments) creates its certificate Secret and injects the CA into the
+/// chart's ValidatingWebhookConfiguration, refused nothing; the ServiceAccount can touch no
+/// other Secret or webhook configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_self_managed_certificate_rbac() {
+    let env = KubeEnv::shared().await;
+    let admin = env.client().await;
+    let release_ns = es::namespace("helm-wh").await;
+    let release = refsync_testenv::unique_name("rw");
+    let fullname = format!("{release}-refsync");
+    let webhook = format!("{fullname}-webhook");
+    let cert_secret = format!("{fullname}-webhook-cert");
+
+    let mut docs = helm_template(&release, &release_ns, &["log.level=info".into()]);
+    // The configuration points at a Service no kubelet backs here: it is applied with an
+    // object selector nothing matches, so no other test's writes are sent to it. What is
+    // checked is the caBundle the webhook writes into it.
+    for d in docs
+        .iter_mut()
+        .filter(|d| kind(d) == "ValidatingWebhookConfiguration")
+    {
+        for w in d["webhooks"].as_array_mut().expect("webhooks") {
+            w["objectSelector"] = json!({"matchLabels": {"refsync.dev/helm-e2e": "never"}});
+        }
+    }
+    apply_chart(&admin, &docs).await;
+    let vwc = docs
+        .iter()
+        .find(|d| kind(d) == "ValidatingWebhookConfiguration")
+        .expect("the chart renders a ValidatingWebhookConfiguration");
+    assert_eq!(name(vwc), webhook);
+    let ar = ApiResource::erase::<
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    >(&());
+    let vwc_api: Api<DynamicObject> = Api::all_with(admin.clone(), &ar);
+    vwc_api
+        .patch(
+            &webhook,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(vwc),
+        )
+        .await
+        .expect("apply the ValidatingWebhookConfiguration");
+
+    let deploy = docs
+        .iter()
+        .find(|d| kind(d) == "Deployment" && name(d) == webhook)
+        .expect("webhook Deployment");
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let https = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .expect("webhook args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| {
+            !a.starts_with("--port")
+                && !a.starts_with("--metrics-addr")
+                && !a.starts_with("--health-addr")
+        })
+        .collect();
+    assert!(args.contains(&"--cert-mode=self".to_string()), "{args:?}");
+    assert!(
+        args.contains(&format!("--cert-secret={cert_secret}")),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--webhook-config-name={webhook}")),
+        "{args:?}"
+    );
+    args.extend([format!("--port={https}"), "--bind=127.0.0.1".into()]);
+
+    let kc = service_account_kubeconfig(&admin, &release_ns, &webhook).await;
+    let ctl = ControllerProcess::start(&kc, &args, &release_ns);
+    es::wait_for(
+        &format!("caBundle injected into {webhook} (log:\n{})", ctl.log()),
+        Duration::from_secs(30),
+        || async {
+            let o = vwc_api.get(&webhook).await.ok()?;
+            let hooks = o.data["webhooks"].as_array()?.clone();
+            (hooks.len() == 4
+                && hooks.iter().all(|w| {
+                    w["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty())
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    let secret = es::get_secret(&admin, &release_ns, &cert_secret)
+        .await
+        .expect("the webhook's certificate Secret");
+    assert!(es::data(&secret, "tls.crt").is_some_and(|c| c.contains("BEGIN CERTIFICATE")));
+    let t0 = Instant::now();
+    loop {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", ctl.port)).await;
+        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "webhook /readyz: {r:?}; log:\n{}",
+            ctl.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctl.assert_never_forbidden();
+
+    let user = sa_user(&release_ns, &webhook);
+    let a = "admissionregistration.k8s.io";
+    #[rustfmt::skip]
+    let rows: &[Access] = &[
+        ("get", a, "validatingwebhookconfigurations", "", &webhook, true),
+        ("watch", a, "validatingwebhookconfigurations", "", &webhook, true),
+        ("patch", a, "validatingwebhookconfigurations", "", &webhook, true),
+        ("create", "", "secrets", &release_ns, "", true),
+        ("get", "", "secrets", &release_ns, &cert_secret, true),
+        ("update", "", "secrets", &release_ns, &cert_secret, true),
+        // Nothing else.
+        ("patch", a, "validatingwebhookconfigurations", "", "someone-else", false),
+        ("list", a, "validatingwebhookconfigurations", "", "", false),
+        ("patch", a, "mutatingwebhookconfigurations", "", &webhook, false),
+        ("delete", a, "validatingwebhookconfigurations", "", &webhook, false),
+        ("get", "", "secrets", &release_ns, "other", false),
+        ("list", "", "secrets", &release_ns, "", false),
+        ("delete", "", "secrets", &release_ns, &cert_secret, false),
+        ("get", "", "secrets", "default", &cert_secret, false),
+        ("list", "external-secrets.io", "externalsecrets", "", "", false),
+    ];
+    assert_access(&admin, &user, rows).await;
     drop(ctl);
 }
