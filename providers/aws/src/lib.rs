@@ -138,7 +138,16 @@ impl Aws {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        // Bounded calls: a server that accepts connections but never answers must not hold a
+        // reconcile forever (each attempt and the whole operation, retries included).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .operation_timeout(Duration::from_secs(60))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts);
         if !aws.region.trim().is_empty() {
             loader = loader.region(Region::new(aws.region.trim().to_string()));
         }
