@@ -26,6 +26,15 @@ fn color(subject: &str) -> &'static str {
     }
 }
 
+/// The subject's name, with the refresh interval when it is not the default 30 s.
+fn label(r: &Report) -> String {
+    if r.refresh_secs == 30 || r.refresh_secs == 0 {
+        r.subject.clone()
+    } else {
+        format!("{} (refresh {} s)", r.subject, r.refresh_secs)
+    }
+}
+
 fn order(subject: &str) -> u8 {
     match subject {
         "limit" => 0,
@@ -147,13 +156,18 @@ pub fn render(reports: &[Report]) -> String {
                     let _ = write!(pts, "{:.1},{:.1} ", px(*t), py(*v as f64));
                 }
             }
+            let dash = if label(r) == r.subject {
+                ""
+            } else {
+                r#" stroke-dasharray="6 3""#
+            };
             let _ = writeln!(
                 s,
-                r#"<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2"/>"#
+                r#"<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2"{dash}/>"#
             );
             let ly = y0 + 14.0 + j as f64 * 36.0;
             let lx = LEFT + pw + 14.0;
-            let label = match r.ready_secs {
+            let ready_text = match r.ready_secs {
                 Some(t) => format!("all Ready: {t:.1} s"),
                 None => format!("{} of {} after {} s", r.ready_at_end, r.n, r.timeout_secs),
             };
@@ -163,10 +177,10 @@ pub fn render(reports: &[Report]) -> String {
                 lx + 22.0,
                 lx + 28.0,
                 ly + 4.0,
-                esc(&r.subject),
+                esc(&label(r)),
                 lx + 28.0,
                 ly + 19.0,
-                esc(&label)
+                esc(&ready_text)
             );
         }
     }
@@ -200,7 +214,8 @@ pub fn run(dir: &Path, svg: &Path) -> anyhow::Result<()> {
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
+    // `+ 0.0` turns a -0.0 difference into 0.
+    v.map_or("–".to_string(), |v| format!("{:.digits$}", v + 0.0))
 }
 
 /// Requests that write (create, update, patch, delete).
@@ -253,7 +268,7 @@ pub fn table(reports: &[Report]) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {:.0} ({:.0}) | {} / {} | {} | {} / {} | {} |",
-                r.subject,
+                label(r),
                 r.loadavg_subject_start,
                 ready,
                 opt(r.peak_rss_mib, 1),
@@ -264,31 +279,42 @@ pub fn table(reports: &[Report]) -> String {
                 r.distinct_keys,
                 opt(r.openbao_reads_to_ready, 0),
                 opt(r.force_sync_p50_ms, 0),
-                opt(r.force_sync_p99_ms, 0),
+                if r.force_sync_failed > 0 {
+                    format!(
+                        "{} ({} of {} not within 30 s)",
+                        opt(r.force_sync_p99_ms, 0),
+                        r.force_sync_failed,
+                        r.force_sync_failed + r.force_sync_ms.len()
+                    )
+                } else {
+                    opt(r.force_sync_p99_ms, 0)
+                },
                 steady
             );
         }
-        let Some(rs) = runs.iter().find(|r| r.subject == "refsync") else {
-            continue;
-        };
+        let refsyncs: Vec<&&Report> = runs.iter().filter(|r| r.subject == "refsync").collect();
         let others: Vec<&&Report> = runs.iter().filter(|r| r.subject != "refsync").collect();
-        if others.is_empty() {
+        if refsyncs.is_empty() || others.is_empty() {
             continue;
         }
         let _ = writeln!(
             s,
-            "\n| refsync / … | all Ready (time) | peak RSS | CPU to Ready | apiserver requests | provider calls |"
+            "\n| ratio | all Ready (time) | peak RSS | CPU to Ready | apiserver requests | provider calls |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "–".to_string(),
         };
-        for o in others {
+        for (rs, o) in refsyncs
+            .iter()
+            .flat_map(|rs| others.iter().map(move |o| (rs, o)))
+        {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
-                o.subject,
+                "| {} / {} | {} | {} | {} | {} | {} |",
+                label(rs),
+                label(o),
                 match (rs.ready_secs, o.ready_secs) {
                     // The other never got there: refsync's time over the other's timeout is
                     // an upper bound of the ratio.
