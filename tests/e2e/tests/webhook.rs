@@ -435,6 +435,37 @@ async fn webhook_refuses_bad_manifests_through_the_apiserver() {
         "the webhook serves the Secret's tls.crt"
     );
 
+    // A `helm upgrade` / `kubectl apply` that resets caBundle is undone by the webhook's watch.
+    let ca = secret_text(&secret, "ca.crt");
+    let names: Vec<String> = webhook_configuration(&config, wh.port, &ns, None)["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|w| w["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let reset = json!({"webhooks": names.iter().map(|n| json!({
+        "name": n, "clientConfig": {"caBundle": ""}
+    })).collect::<Vec<_>>()});
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch(&config, &PatchParams::default(), &Patch::Strategic(&reset))
+        .await
+        .expect("reset caBundle");
+    let t_reset = Instant::now();
+    wait_until(
+        "caBundle re-injected",
+        Duration::from_secs(20),
+        &wh,
+        || async {
+            let bundles = ca_bundles(&client, &config).await?;
+            bundles
+                .iter()
+                .all(|b| pem_ders(b) == pem_ders(&ca))
+                .then_some(())
+        },
+    )
+    .await;
+    let reinjected = t_reset.elapsed();
+
     // Good manifests are admitted.
     let t0 = Instant::now();
     apply(&client, store(&ns, "fake", json!({"fake": {"data": []}})))
@@ -650,7 +681,7 @@ async fn webhook_refuses_bad_manifests_through_the_apiserver() {
     let log = wh.log();
     assert!(log.contains("admission refused"), "refusals are logged");
     eprintln!(
-        "webhook e2e: 5 good objects admitted through the apiserver in {admitted:.0?}; test body {:.1?}",
+        "webhook e2e: caBundle re-injected {reinjected:.0?} after a reset; 5 good objects admitted through the apiserver in {admitted:.0?}; test body {:.1?}",
         t_start.elapsed()
     );
 }
