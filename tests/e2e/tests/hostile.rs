@@ -360,6 +360,7 @@ fn corpus_index_is_complete() {
 #[test]
 fn render_and_validate_refuse_every_hostile_case_cleanly() {
     let bin = refsync_e2e::refsync_bin();
+    let t0 = Instant::now();
     let cases = cases();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::<(String, String, Run, Vec<String>)>::new());
@@ -411,10 +412,12 @@ fn render_and_validate_refuse_every_hostile_case_cleanly() {
         }
         problems.extend(p.iter().cloned());
     }
+    let total_cpu: Duration = results.iter().map(|r| r.2.cpu).sum();
     eprintln!(
-        "{} runs of {} cases; max CPU {:?} ({}), max peak RSS {} MiB ({}), max wall {:?} ({})",
+        "{} runs of {} cases in {:?}, {total_cpu:?} CPU in all; max CPU {:?} ({}), max peak RSS {} MiB ({}), max wall {:?} ({})",
         results.len(),
         cases.len(),
+        t0.elapsed(),
         max_cpu.0,
         max_cpu.1,
         max_rss.0 / 1024,
