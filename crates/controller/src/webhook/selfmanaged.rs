@@ -447,6 +447,9 @@ mod tests {
 
     // A client is needed only to build the options; nothing here talks to it.
     fn offline_client() -> kube::Client {
+        // Under `cargo test --workspace` rustls is built with both crypto backends, so the
+        // process-level provider must be chosen (as the binary's main does).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = "http://127.0.0.1:9".parse().expect("url");
         kube::Client::try_from(kube::Config::new(url)).expect("client")
     }
