@@ -451,6 +451,8 @@ fn takeover_n() -> usize {
 async fn takeover_from_eso_rewrites_no_secret() {
     const REFRESH_SECS: i64 = 30;
     let n = takeover_n();
+    // Built (or located) before anything is timed.
+    tokio::task::spawn_blocking(refsync_path).await.unwrap();
     let env = env().await;
     let client = env.client().await;
     let ns = env.create_namespace("mig-takeover").await.unwrap();
@@ -495,7 +497,8 @@ async fn takeover_from_eso_rewrites_no_secret() {
     let t_refsync = Instant::now();
     let started_at = now_epoch();
     let refsync = Refsync::start(env, &["--namespace", &ns, "--concurrent", "32"]).await;
-    eprintln!("takeover: refsync ready in {:.1?}", t_refsync.elapsed());
+    let ready_in = t_refsync.elapsed();
+    eprintln!("takeover: refsync ready in {ready_in:.1?}");
 
     // Every ExternalSecret refreshed by refsync (refreshTime moves past ESO's), within one
     // refresh interval (+10% jitter, + slack for a 2-core machine).
@@ -530,7 +533,8 @@ async fn takeover_from_eso_rewrites_no_secret() {
     eprintln!(
         "takeover figures: {n} Secrets checked, {} rewritten; {} of {n} ExternalSecret statuses \
          written (refreshTime cadence), {} before due; every ExternalSecret refreshed by refsync \
-         {:.1?} after its start; refsync metrics: {} Secret writes skipped as up to date, {} applied",
+         {:.1?} after its start (ready after {ready_in:.1?}); refsync metrics: {} Secret writes \
+         skipped as up to date, {} applied",
         rewritten.len(),
         status_writes,
         early.len(),
@@ -606,6 +610,8 @@ async fn takeover_from_eso_rewrites_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn way_back_eso_accepts_refsync_secrets_without_a_rewrite() {
     const N: usize = 100;
+    // Built (or located) before anything is timed.
+    tokio::task::spawn_blocking(refsync_path).await.unwrap();
     const REFRESH_SECS: i64 = 15;
     let env = env().await;
     let client = env.client().await;
@@ -676,6 +682,8 @@ async fn way_back_eso_accepts_refsync_secrets_without_a_rewrite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn side_by_side_by_controller_class() {
     const N: usize = 10;
+    // Built (or located) before anything is timed.
+    tokio::task::spawn_blocking(refsync_path).await.unwrap();
     let env = env().await;
     let client = env.client().await;
     let ns = env.create_namespace("mig-class").await.unwrap();
