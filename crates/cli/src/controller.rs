@@ -22,9 +22,9 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub namespace: Option<String>,
     /// Process only stores whose `spec.controller` is this class (plus stores without a
-    /// class, unless `--only-classed-stores`).
-    #[arg(long)]
-    pub controller_class: Option<String>,
+    /// class, unless `--only-classed-stores`). ESO's default class is `default` too.
+    #[arg(long, default_value = "default")]
+    pub controller_class: String,
     /// Ignore stores that set no `spec.controller`.
     #[arg(long)]
     pub only_classed_stores: bool,
@@ -104,7 +104,7 @@ async fn start(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_from(kube_config).context("build the Kubernetes client")?;
     let config = Config {
         namespace: args.namespace.clone(),
-        controller_class: args.controller_class.clone(),
+        controller_class: Some(args.controller_class.clone()).filter(|c| !c.is_empty()),
         only_classed_stores: args.only_classed_stores,
         concurrency: args.concurrent.max(1),
         max_backoff: Duration::from_secs(args.max_backoff.max(1)),
