@@ -197,7 +197,7 @@ impl Metrics {
             .set(0.0);
     }
 
-    /// Drops every series of a deleted ExternalSecret.
+    /// Drops every series of a deleted ExternalSecret (conditions, duration, sync counters).
     pub fn forget_es(&self, name: &str, namespace: &str) {
         for cond in ["Ready", "Deleted"] {
             for st in ["True", "False"] {
@@ -209,6 +209,9 @@ impl Metrics {
         let _ = self
             .reconcile_duration
             .remove_label_values(&[name, namespace]);
+        for per_es in [&self.sync_calls_total, &self.sync_calls_error] {
+            let _ = per_es.remove_label_values(&[name, namespace]);
+        }
     }
 
     /// The text exposition format for `/metrics`.
@@ -261,6 +264,8 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         m.forget_es("a", "ns");
-        assert!(!m.encode().contains("externalsecret_status_condition{"));
+        let text = m.encode();
+        assert!(!text.contains("externalsecret_status_condition{"));
+        assert!(!text.contains("externalsecret_sync_calls_error{"));
     }
 }

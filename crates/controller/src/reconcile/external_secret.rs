@@ -815,16 +815,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                     lock(&ri.written).remove(uid);
                 }
                 ri.ctx.metrics.forget_es(&name, &ns);
-                let _ = ri
-                    .ctx
-                    .metrics
-                    .sync_calls_total
-                    .remove_label_values(&[&name, &ns]);
-                let _ = ri
-                    .ctx
-                    .metrics
-                    .sync_calls_error
-                    .remove_label_values(&[&name, &ns]);
             }
             _ => {}
         })

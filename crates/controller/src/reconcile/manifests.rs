@@ -258,16 +258,6 @@ impl ManifestReconciler {
         for (ns, name) in gone {
             self.states.remove(&(ns.clone(), name.clone()));
             self.ctx.metrics.forget_es(&name, &ns);
-            let _ = self
-                .ctx
-                .metrics
-                .sync_calls_total
-                .remove_label_values(&[&name, &ns]);
-            let _ = self
-                .ctx
-                .metrics
-                .sync_calls_error
-                .remove_label_values(&[&name, &ns]);
         }
         self.entries = entries;
         self.current = Some(snap);
