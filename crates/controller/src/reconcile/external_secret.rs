@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::labels::{
     ANNOTATION_DATA_HASH, ANNOTATION_FORCE_SYNC, LABEL_MANAGED, LABEL_MANAGED_VALUE, LABEL_OWNER,
 };
-use crate::sink::cluster::{SecretSink, WritePlan, owning_external_secret};
+use crate::sink::cluster::{SecretSink, WritePlan, owning_external_secret, plan_write};
 use crate::source::cluster::{ClusterStores, KubeReader};
 use crate::status::{self, *};
 
@@ -266,7 +266,9 @@ impl EsReconciler {
             es.metadata.annotations.as_ref(),
         );
         let target = target_name(es);
-        let live = self.sink.live(&ns, &target).await?;
+        // From the caches only: a target they do not know is read later, when needed (not valid
+        // anyway unless Orphan: an unlabelled Secret fails the label check).
+        let live = self.sink.cached(&ns, &target);
         let forced = lock(&self.forced).remove(&(ns.clone(), name.clone()));
         let failed = status::ready(&st).is_some_and(|c| c.status == "False");
         let refresh = forced
@@ -314,6 +316,16 @@ impl EsReconciler {
             .await;
         }
         let policy = es.spec.target.creation_policy;
+        // Whether a target the caches do not know exists is read only where it decides
+        // something: Merge never creates, and Delete removes only a Secret we own. Owner and
+        // Orphan targets are created blind (`write_secret`).
+        let live = match (&synced.outcome, policy, live) {
+            (Outcome::Delete { .. }, _, None)
+            | (Outcome::Write(_), CreationPolicy::Merge, None) => {
+                self.sink.live(&ns, &target).await?
+            }
+            (_, _, live) => live,
+        };
         match synced.outcome {
             Outcome::Retain { .. } => {
                 status::mark_done(&mut st, REASON_SYNCED, MSG_SYNCED_RETAIN, &srv, start);
@@ -368,7 +380,7 @@ impl EsReconciler {
                         self.write_status(es, &before, &st).await?;
                         return Err(err);
                     }
-                    match self.write_secret(es, &desired, live.as_deref()).await {
+                    match self.write_secret(es, &desired, live).await {
                         Ok(()) => {
                             st.binding = Some(LocalObjectReference {
                                 name: target.clone(),
@@ -399,14 +411,37 @@ impl EsReconciler {
         Ok(self.requeue(es, interval, &st))
     }
 
+    /// Writes the target when it differs from `live`. `live` is `None` when the caches do not
+    /// know the target: an Owner or Orphan target is then created in one request, and read and
+    /// compared only if it exists after all (an unlabelled Secret to adopt, or one created
+    /// meanwhile).
     async fn write_secret(
         &self,
         es: &ExternalSecret,
         desired: &refsync_core::assemble::DesiredSecret,
-        live: Option<&Secret>,
+        live: Option<Arc<Secret>>,
     ) -> Result<()> {
         let ns = desired.namespace.clone();
-        match crate::sink::cluster::plan_write(es, desired, live)? {
+        let live = match live {
+            Some(s) => Some(s),
+            None => {
+                if es.spec.target.creation_policy != CreationPolicy::Merge
+                    && let WritePlan::Apply { secret, .. } = plan_write(es, desired, None)?
+                    && self.sink.create(&ns, *secret).await?
+                {
+                    self.ctx
+                        .metrics
+                        .secret_writes
+                        .with_label_values(&["apply"])
+                        .inc();
+                    self.publish(es, EventType::Normal, EVENT_CREATED, NOTE_CREATED.into())
+                        .await;
+                    return Ok(());
+                }
+                self.sink.live(&ns, &desired.name).await?
+            }
+        };
+        match plan_write(es, desired, live.as_deref())? {
             WritePlan::UpToDate => {
                 self.ctx.metrics.secret_writes_skipped.inc();
                 Ok(())

@@ -4,6 +4,11 @@
 //! What refsync last applied is read from the Secret's `managedFields` (manager
 //! [`FIELD_MANAGER`], operation `Apply`): those data keys, labels and annotations are the ones
 //! it may remove; everything else on the Secret belongs to someone else and is left alone.
+//!
+//! A target missing from the managed-Secret cache is first created blind ([`SecretSink::create`]:
+//! one request); only when it turns out to exist is it read and compared. Unlabelled Secrets (to
+//! adopt or merge into) are not cached, so without this every first sync would be a GET (a 404,
+//! usually) and an apply.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -222,6 +227,10 @@ pub struct SecretSink {
 /// The Secrets this replica applied, by (namespace, name).
 pub type Written = Arc<Mutex<HashMap<(String, String), Arc<Secret>>>>;
 
+/// A `resourceVersion` no object has: etcd revisions are positive `int64`s counted up from 1 one
+/// write at a time, so this one is never reached.
+const NO_STORED_VERSION: &str = "9223372036854775807";
+
 /// `resourceVersion` as a number (etcd's revision), when it is one.
 fn revision(s: &Secret) -> Option<u64> {
     s.metadata.resource_version.as_deref()?.parse().ok()
@@ -232,25 +241,30 @@ impl SecretSink {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// The live target: from the managed-Secret cache, else a GET (an unlabelled Secret to
-    /// adopt or merge into).
-    pub async fn live(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
+    /// The target as the caches know it: this replica's own last write when the managed-Secret
+    /// cache has not caught up with it yet, else the cached copy. `None` says only that it is
+    /// not a managed Secret we know of: an unlabelled Secret may still exist.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         let cached = self.managed.get(&ObjectRef::new(name).within(namespace));
         let key = (namespace.to_string(), name.to_string());
-        {
-            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(ours) = written.get(&key) {
-                let newer = match (cached.as_deref().and_then(revision), revision(ours)) {
-                    (Some(c), Some(o)) => o > c,
-                    _ => false,
-                };
-                if newer {
-                    return Ok(Some(ours.clone()));
-                }
-                written.remove(&key);
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ours) = written.get(&key) {
+            let newer = match (cached.as_deref().and_then(revision), revision(ours)) {
+                (Some(c), Some(o)) => o > c,
+                _ => false,
+            };
+            if newer {
+                return Some(ours.clone());
             }
+            written.remove(&key);
         }
-        if let Some(s) = cached {
+        cached
+    }
+
+    /// The live target: from the caches, else a GET (an unlabelled Secret to adopt or merge
+    /// into).
+    pub async fn live(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
+        if let Some(s) = self.cached(namespace, name) {
             return Ok(Some(s));
         }
         self.api(namespace)
@@ -258,6 +272,38 @@ impl SecretSink {
             .await
             .map(|o| o.map(Arc::new))
             .map_err(|e| Error::kube(format!("get Secret {namespace}/{name}"), e))
+    }
+
+    /// Creates `secret` unless a Secret of that name exists: `Ok(false)` when one does (then
+    /// nothing was changed; read it and plan the write against it).
+    ///
+    /// This is the same server-side apply as [`SecretSink::apply`] (same field manager, same
+    /// fields, owned as `Apply`, so later applies remove what we stop writing), made create-only
+    /// by a `resourceVersion` precondition no stored object can carry: the apiserver checks a
+    /// given `resourceVersion` against an existing object (409 Conflict when it differs) and
+    /// ignores it when the apply creates the object. A plain POST would do too, but its fields
+    /// would be owned by an `Update` entry that later applies cannot drop fields from.
+    pub async fn create(&self, namespace: &str, mut secret: Secret) -> Result<bool> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        secret.metadata.resource_version = Some(NO_STORED_VERSION.into());
+        let created = match self
+            .api(namespace)
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(false),
+            Err(e) => return Err(Error::kube(format!("create Secret {namespace}/{name}"), e)),
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), name), Arc::new(created));
+        Ok(true)
     }
 
     /// Sends a planned write.
