@@ -78,6 +78,81 @@ impl TargetIndex {
     }
 }
 
+/// How long a deferred refresh waits before it looks at the backlog again.
+const DEFER_STEP: Duration = Duration::from_secs(5);
+
+/// ExternalSecrets waiting for their first sync, or for the sync of changed spec, labels or
+/// annotations: queued by a watch event, not yet picked up by a reconcile (by key, with the
+/// `syncedResourceVersion` they wait for). While any wait, due periodic refreshes of synced
+/// ExternalSecrets yield to them ([`defer_refresh`]). Kept from the events and reconciles, so
+/// its size costs nothing to read.
+#[derive(Default)]
+struct Backlog(Mutex<HashMap<Key, String>>);
+
+fn srv_of(es: &ExternalSecret) -> String {
+    hash::synced_resource_version(
+        es.metadata.generation.unwrap_or_default(),
+        es.metadata.labels.as_ref(),
+        es.metadata.annotations.as_ref(),
+    )
+}
+
+impl Backlog {
+    /// `es` is queued for a reconcile (its watch event passed the trigger filter).
+    fn queued(&self, es: &ExternalSecret) {
+        let srv = srv_of(es);
+        let synced = es
+            .status
+            .as_ref()
+            .and_then(|s| s.synced_resource_version.as_deref());
+        let mut m = lock(&self.0);
+        if synced == Some(srv.as_str()) || es.metadata.deletion_timestamp.is_some() {
+            m.remove(&key_of(es));
+        } else {
+            m.insert(key_of(es), srv);
+        }
+    }
+
+    /// A reconcile of `es` started: it no longer waits (its retries, if it fails, are not
+    /// waited for).
+    fn started(&self, es: &ExternalSecret) {
+        let key = key_of(es);
+        let mut m = lock(&self.0);
+        if m.get(&key).is_some_and(|srv| *srv == srv_of(es)) {
+            m.remove(&key);
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        lock(&self.0).remove(key);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+}
+
+/// How long a due periodic refresh waits (`None`: run it now): while `backlog` ExternalSecrets
+/// wait for their first or changed sync, it is retried every [`DEFER_STEP`], but never later
+/// than one interval after it was due. Only for a refresh that is due by time alone: the
+/// caller never defers a force-sync, a changed spec, a failure's retry, a store change or a
+/// target Secret to restore.
+fn defer_refresh(
+    backlog: usize,
+    interval: Duration,
+    st: &ExternalSecretStatus,
+    now: chrono::DateTime<Utc>,
+) -> Option<Duration> {
+    if backlog == 0 || interval.is_zero() {
+        return None;
+    }
+    let refreshed = chrono::DateTime::parse_from_rfc3339(st.refresh_time.as_deref()?).ok()?;
+    let due = refreshed.with_timezone(&Utc) + chrono::Duration::from_std(interval).ok()?;
+    let late = (now - due).to_std().ok()?;
+    let left = interval.checked_sub(late).filter(|d| !d.is_zero())?;
+    Some(DEFER_STEP.min(left))
+}
+
 /// Everything the ExternalSecret reconciler keeps between reconciles.
 pub struct EsReconciler {
     pub ctx: Arc<Context>,
@@ -93,6 +168,7 @@ pub struct EsReconciler {
     /// ExternalSecrets whose store changed: refresh them even within the interval.
     forced: Mutex<HashSet<Key>>,
     targets: Mutex<TargetIndex>,
+    backlog: Backlog,
     /// True once the store and managed-Secret caches have their initial lists. (kube's
     /// `Store::wait_until_ready` wakes only its most recent waiter, so one task waits on it
     /// and reconciles wait on this.)
@@ -260,11 +336,7 @@ impl EsReconciler {
             return Ok(Action::await_change());
         }
 
-        let srv = hash::synced_resource_version(
-            es.metadata.generation.unwrap_or_default(),
-            es.metadata.labels.as_ref(),
-            es.metadata.annotations.as_ref(),
-        );
+        let srv = srv_of(es);
         let target = target_name(es);
         // From the caches only: a target they do not know is read later, when needed (not valid
         // anyway unless Orphan: an unlabelled Secret fails the label check).
@@ -274,8 +346,19 @@ impl EsReconciler {
         let refresh = forced
             || failed
             || status::should_refresh(es.spec.refresh_policy, interval, &st, &srv, start);
-        if !refresh && secret_valid(es, live.as_deref()) {
+        let valid = secret_valid(es, live.as_deref());
+        if !refresh && valid {
             return Ok(self.requeue(es, interval, &st));
+        }
+        // A refresh due by time alone yields to ExternalSecrets not synced yet.
+        if !forced
+            && !failed
+            && valid
+            && st.synced_resource_version.as_deref() == Some(srv.as_str())
+            && let Some(after) = defer_refresh(self.backlog.len(), interval, &st, start)
+        {
+            tracing::trace!(externalsecret = %format!("{ns}/{name}"), ?after, "refresh deferred");
+            return Ok(Action::requeue(after));
         }
 
         // A changed force-sync annotation (or any change with one set) reads the remote values
@@ -642,6 +725,7 @@ fn secret_valid(es: &ExternalSecret, live: Option<&Secret>) -> bool {
 }
 
 async fn reconcile(es: Arc<ExternalSecret>, r: Arc<EsReconciler>) -> Result<Action> {
+    r.backlog.started(&es);
     if !r.ctx.is_leader() {
         return Ok(Action::await_change());
     }
@@ -829,6 +913,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         failures: Mutex::new(HashMap::new()),
         forced: Mutex::new(HashSet::new()),
         targets: Mutex::new(TargetIndex::default()),
+        backlog: Backlog::default(),
         ctx: ctx.clone(),
     });
 
@@ -845,6 +930,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             Ok(watcher::Event::Delete(es)) => {
                 let (ns, name) = key_of(es);
                 lock(&ri.targets).remove(&ns, &name);
+                ri.backlog.forget(&(ns.clone(), name.clone()));
                 lock(&ri.failures).remove(&(ns.clone(), name.clone()));
                 if let Some(uid) = &es.metadata.uid {
                     lock(&ri.written).remove(uid);
@@ -854,7 +940,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             _ => {}
         })
         .applied_objects()
-        .predicate_filter(es_trigger_hash, Default::default());
+        .predicate_filter(es_trigger_hash, Default::default())
+        .inspect({
+            let ri = r.clone();
+            move |es| {
+                if let Ok(es) = es {
+                    ri.backlog.queued(es);
+                }
+            }
+        });
 
     // Managed Secrets: cache (for compare-before-write) and requeue of their ExternalSecret.
     let secret_stream = watcher(
@@ -995,4 +1089,72 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             future::ready(())
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_refreshed(at: chrono::DateTime<Utc>) -> ExternalSecretStatus {
+        ExternalSecretStatus {
+            refresh_time: Some(status::timestamp(at)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn due_refresh_waits_for_the_backlog_at_most_one_interval() {
+        let interval = Duration::from_secs(30);
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let st = status_refreshed(t0);
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        // No backlog: runs now.
+        assert_eq!(defer_refresh(0, interval, &st, at(31)), None);
+        // Due and a backlog: waits a step.
+        assert_eq!(defer_refresh(5, interval, &st, at(31)), Some(DEFER_STEP));
+        // Near the bound: waits only until it.
+        assert_eq!(
+            defer_refresh(5, interval, &st, at(58)),
+            Some(Duration::from_secs(2))
+        );
+        // One interval late: runs whatever waits.
+        assert_eq!(defer_refresh(5, interval, &st, at(60)), None);
+        assert_eq!(defer_refresh(5, interval, &st, at(90)), None);
+        // Never refreshed, or no periodic refresh: nothing to defer.
+        assert_eq!(
+            defer_refresh(5, interval, &ExternalSecretStatus::default(), at(31)),
+            None
+        );
+        assert_eq!(defer_refresh(5, Duration::ZERO, &st, at(31)), None);
+    }
+
+    #[test]
+    fn backlog_counts_queued_unsynced_until_their_reconcile_starts() {
+        let b = Backlog::default();
+        let mut es = ExternalSecret::new("a", Default::default());
+        es.metadata.namespace = Some("ns".into());
+        es.metadata.generation = Some(1);
+        b.queued(&es);
+        assert_eq!(b.len(), 1);
+        // A reconcile of an older version leaves it waiting.
+        let mut old = es.clone();
+        old.metadata.generation = Some(0);
+        b.started(&old);
+        assert_eq!(b.len(), 1);
+        b.started(&es);
+        assert_eq!(b.len(), 0);
+        // Synced for its current version: not waiting.
+        es.status = Some(ExternalSecretStatus {
+            synced_resource_version: Some(srv_of(&es)),
+            ..Default::default()
+        });
+        b.queued(&es);
+        assert_eq!(b.len(), 0);
+        // Spec changed since: waiting again, until deleted.
+        es.metadata.generation = Some(2);
+        b.queued(&es);
+        assert_eq!(b.len(), 1);
+        b.forget(&key_of(&es));
+        assert_eq!(b.len(), 0);
+    }
 }
