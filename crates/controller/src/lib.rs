@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod labels;
 pub mod leader;
@@ -13,4 +14,5 @@ pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod trim;
 pub mod webhook;

@@ -1,6 +1,10 @@
 //! Metrics with ESO's names and labels, so existing dashboards and alerts keep working, plus
 //! refsync's own (`refsync_*`). Labels carry object names and bounded enums only: never a value.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts,
     Registry, TextEncoder,
@@ -10,15 +14,10 @@ use refsync_core::CallObserver;
 /// Every metric the controller exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// `externalsecret_sync_calls_total{name,namespace}`
-    pub sync_calls_total: CounterVec,
-    /// `externalsecret_sync_calls_error{name,namespace}` (ESO's name: no `_total`).
-    pub sync_calls_error: CounterVec,
-    /// `externalsecret_status_condition{name,namespace,condition,status}` (1 for the current
-    /// status, 0 for the other).
-    pub es_status_condition: GaugeVec,
-    /// `externalsecret_reconcile_duration{name,namespace}` (seconds of the last reconcile).
-    pub reconcile_duration: GaugeVec,
+    /// The per-ExternalSecret series (`externalsecret_sync_calls_total`,
+    /// `externalsecret_sync_calls_error`, `externalsecret_status_condition`,
+    /// `externalsecret_reconcile_duration`): see [`PerEs`].
+    per_es: PerEs,
     /// `externalsecret_provider_api_calls_count{provider,call,status}` (ESO's name).
     pub provider_api_calls: CounterVec,
     /// `secretstore_status_condition{name,namespace,condition,status}`
@@ -94,30 +93,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         Metrics {
-            sync_calls_total: counter(
-                &r,
-                "externalsecret_sync_calls_total",
-                "Total number of the External Secret sync calls",
-                nc,
-            ),
-            sync_calls_error: counter(
-                &r,
-                "externalsecret_sync_calls_error",
-                "Total number of the External Secret sync errors",
-                nc,
-            ),
-            es_status_condition: gauge(
-                &r,
-                "externalsecret_status_condition",
-                "The status condition of a specific External Secret",
-                c,
-            ),
-            reconcile_duration: gauge(
-                &r,
-                "externalsecret_reconcile_duration",
-                "The duration time to reconcile the External Secret",
-                nc,
-            ),
+            per_es: PerEs::default(),
             provider_api_calls: counter(
                 &r,
                 "externalsecret_provider_api_calls_count",
@@ -184,41 +160,179 @@ impl Metrics {
 
     /// Sets ESO's condition gauge pair: the current status 1, the opposite 0.
     pub fn set_es_condition(&self, name: &str, namespace: &str, condition: &str, status: bool) {
-        let (on, off) = if status {
-            ("True", "False")
-        } else {
-            ("False", "True")
-        };
-        self.es_status_condition
-            .with_label_values(&[name, namespace, condition, on])
-            .set(1.0);
-        self.es_status_condition
-            .with_label_values(&[name, namespace, condition, off])
-            .set(0.0);
+        self.per_es.update(name, namespace, |s| {
+            match s.conditions.iter_mut().find(|(c, _)| &**c == condition) {
+                Some((_, v)) => *v = status,
+                None => s.conditions.push((condition.into(), status)),
+            }
+        });
+    }
+
+    /// One reconcile of an ExternalSecret: `externalsecret_sync_calls_total` + 1 and
+    /// `externalsecret_reconcile_duration` set to `secs`.
+    pub fn es_reconciled(&self, name: &str, namespace: &str, secs: f64) {
+        self.per_es.update(name, namespace, |s| {
+            s.calls = Some(s.calls.unwrap_or(0).saturating_add(1));
+            s.duration = Some(secs);
+        });
+    }
+
+    /// `externalsecret_sync_calls_error` + 1.
+    pub fn es_sync_error(&self, name: &str, namespace: &str) {
+        self.per_es.update(name, namespace, |s| {
+            s.errors = Some(s.errors.unwrap_or(0).saturating_add(1));
+        });
     }
 
     /// Drops every series of a deleted ExternalSecret (conditions, duration, sync counters).
     pub fn forget_es(&self, name: &str, namespace: &str) {
-        for cond in ["Ready", "Deleted"] {
-            for st in ["True", "False"] {
-                let _ = self
-                    .es_status_condition
-                    .remove_label_values(&[name, namespace, cond, st]);
-            }
-        }
-        let _ = self
-            .reconcile_duration
-            .remove_label_values(&[name, namespace]);
-        for per_es in [&self.sync_calls_total, &self.sync_calls_error] {
-            let _ = per_es.remove_label_values(&[name, namespace]);
-        }
+        lock(&self.per_es.series).remove(&PerEs::key(name, namespace));
     }
 
     /// The text exposition format for `/metrics`.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        self.per_es.encode(&mut text);
+        text
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One ExternalSecret's series (each absent until first set, as a labelled series of the
+/// `prometheus` crate).
+#[derive(Debug, Default)]
+struct EsSeries {
+    calls: Option<u64>,
+    errors: Option<u64>,
+    duration: Option<f64>,
+    conditions: Vec<(Box<str>, bool)>,
+}
+
+/// The per-ExternalSecret families, kept as one small record per ExternalSecret and written
+/// straight to the text format. (As `prometheus` vectors, each of the four series would hold
+/// its own copy of the family's descriptor and label pairs, ~1 KiB a series: ~35 MiB at
+/// 10,000 ExternalSecrets, plus a protobuf copy of all of them at every scrape.)
+#[derive(Debug, Default)]
+struct PerEs {
+    /// By `namespace/name`.
+    series: Mutex<HashMap<Box<str>, EsSeries>>,
+}
+
+/// `\`, `"` and newlines escaped, as the text format wants label values.
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+impl PerEs {
+    fn key(name: &str, namespace: &str) -> Box<str> {
+        format!("{namespace}/{name}").into_boxed_str()
+    }
+
+    fn update(&self, name: &str, namespace: &str, f: impl FnOnce(&mut EsSeries)) {
+        let mut map = lock(&self.series);
+        f(map.entry(Self::key(name, namespace)).or_default());
+    }
+
+    /// Appends the four families (those with at least one series) in the text format.
+    fn encode(&self, out: &mut String) {
+        let map = lock(&self.series);
+        // (name, namespace, series), in the order `prometheus` sorts series: by label values.
+        let mut rows: Vec<(&str, &str, &EsSeries)> = map
+            .iter()
+            .map(|(k, s)| {
+                let (ns, name) = k.split_once('/').unwrap_or(("", k));
+                (name, ns, s)
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let header = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        };
+        let simple = |out: &mut String,
+                      metric: &str,
+                      help: &str,
+                      kind: &str,
+                      value: &dyn Fn(&EsSeries) -> Option<f64>| {
+            let mut first = true;
+            for (name, ns, s) in &rows {
+                let Some(v) = value(s) else { continue };
+                if std::mem::take(&mut first) {
+                    header(out, metric, help, kind);
+                }
+                let _ = writeln!(
+                    out,
+                    "{metric}{{name=\"{}\",namespace=\"{}\"}} {v}",
+                    escape_label(name),
+                    escape_label(ns)
+                );
+            }
+        };
+        simple(
+            out,
+            "externalsecret_reconcile_duration",
+            "The duration time to reconcile the External Secret",
+            "gauge",
+            &|s| s.duration,
+        );
+        let mut first = true;
+        let mut conds: Vec<(&str, &str, &str, bool)> = rows
+            .iter()
+            .flat_map(|(name, ns, s)| {
+                s.conditions
+                    .iter()
+                    .map(move |(c, v)| (&**c, *name, *ns, *v))
+            })
+            .collect();
+        conds.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        for (cond, name, ns, status) in conds {
+            if std::mem::take(&mut first) {
+                header(
+                    out,
+                    "externalsecret_status_condition",
+                    "The status condition of a specific External Secret",
+                    "gauge",
+                );
+            }
+            let (name, ns, cond) = (escape_label(name), escape_label(ns), escape_label(cond));
+            for (st, on) in [("False", !status), ("True", status)] {
+                let _ = writeln!(
+                    out,
+                    "externalsecret_status_condition{{condition=\"{cond}\",name=\"{name}\",namespace=\"{ns}\",status=\"{st}\"}} {}",
+                    if on { 1 } else { 0 }
+                );
+            }
+        }
+        simple(
+            out,
+            "externalsecret_sync_calls_error",
+            "Total number of the External Secret sync errors",
+            "counter",
+            &|s| s.errors.map(|v| v as f64),
+        );
+        simple(
+            out,
+            "externalsecret_sync_calls_total",
+            "Total number of the External Secret sync calls",
+            "counter",
+            &|s| s.calls.map(|v| v as f64),
+        );
     }
 }
 
@@ -243,16 +357,16 @@ mod tests {
     #[test]
     fn eso_names_are_exported_verbatim() {
         let m = Metrics::new();
-        m.sync_calls_total.with_label_values(&["a", "ns"]).inc();
-        m.sync_calls_error.with_label_values(&["a", "ns"]).inc();
+        m.es_reconciled("a", "ns", 0.1);
+        m.es_sync_error("a", "ns");
         m.set_es_condition("a", "ns", "Ready", true);
-        m.reconcile_duration
-            .with_label_values(&["a", "ns"])
-            .set(0.1);
         m.observe("HashiCorp/Vault", "ReadSecretData", true);
         let text = m.encode();
         for want in [
             "# TYPE externalsecret_sync_calls_total counter",
+            "externalsecret_sync_calls_total{name=\"a\",namespace=\"ns\"} 1",
+            "# TYPE externalsecret_reconcile_duration gauge",
+            "externalsecret_reconcile_duration{name=\"a\",namespace=\"ns\"} 0.1",
             "# TYPE externalsecret_sync_calls_error counter",
             "externalsecret_sync_calls_error{name=\"a\",namespace=\"ns\"} 1",
             "externalsecret_status_condition{condition=\"Ready\",name=\"a\",namespace=\"ns\",status=\"True\"} 1",

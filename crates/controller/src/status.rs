@@ -187,24 +187,26 @@ pub fn next_refresh(
 }
 
 /// Writes the status with server-side apply on the status subresource.
+/// Writes `status` (server-side apply); returns the ExternalSecret's new `resourceVersion`.
 pub async fn write(
     api: &Api<ExternalSecret>,
     name: &str,
     status: &ExternalSecretStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let body = serde_json::json!({
         "apiVersion": "external-secrets.io/v1",
         "kind": "ExternalSecret",
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("update status of ExternalSecret {name}"), e))?;
-    Ok(())
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| Error::kube(format!("update status of ExternalSecret {name}"), e))?;
+    Ok(written.metadata.resource_version)
 }
 
 #[cfg(test)]

@@ -68,6 +68,11 @@ struct Args {
     /// `target/release/refsync`).
     #[arg(long)]
     refsync_bin: Option<PathBuf>,
+    /// Run `refsync controller` under this command (split at spaces), e.g.
+    /// `--subject-wrapper "heaptrack -o /tmp/refsync"`: the figures are then read from the
+    /// refsync process itself, and it is stopped with SIGTERM (so the wrapper can finish).
+    #[arg(long)]
+    subject_wrapper: Option<String>,
     /// Where to write the run's JSON.
     #[arg(long)]
     out: Option<PathBuf>,

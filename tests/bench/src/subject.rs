@@ -112,6 +112,8 @@ enum Inner {
     Refsync {
         child: Child,
         log: PathBuf,
+        /// Started under `--subject-wrapper`: `child` is the wrapper, `pid` the controller.
+        wrapped: bool,
     },
     Eso(Box<Eso>),
     Limit {
@@ -184,15 +186,46 @@ impl Running {
                     "--health-addr".into(),
                     addr.clone(),
                 ];
-                let child = Command::new(&bin)
+                let wrapper: Vec<&str> = args
+                    .subject_wrapper
+                    .as_deref()
+                    .map(|w| w.split_whitespace().collect())
+                    .unwrap_or_default();
+                let mut cmd = match wrapper.split_first() {
+                    Some((first, rest)) => {
+                        let mut c = Command::new(first);
+                        c.args(rest).arg(&bin);
+                        c
+                    }
+                    None => Command::new(&bin),
+                };
+                let child = cmd
                     .args(&cargs)
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(&log)?)
                     .spawn()
                     .with_context(|| format!("start {}", bin.display()))?;
+                let wrapped = !wrapper.is_empty();
+                let pid = if wrapped {
+                    let mut found = None;
+                    for _ in 0..200 {
+                        found = find_pid(&bin, &addr);
+                        if found.is_some() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    found.context("find the wrapped refsync process")?
+                } else {
+                    child.id()
+                };
                 Ok(Running {
-                    pid: child.id(),
-                    inner: Inner::Refsync { child, log },
+                    pid,
+                    inner: Inner::Refsync {
+                        child,
+                        log,
+                        wrapped,
+                    },
                     metrics_url: Some(format!("http://{addr}/metrics")),
                     args: cargs,
                 })
@@ -246,7 +279,7 @@ impl Running {
     /// Fails if a controller exited (or the limit worker failed).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         match &mut self.inner {
-            Inner::Refsync { child, log } => {
+            Inner::Refsync { child, log, .. } => {
                 if let Some(st) = child.try_wait()? {
                     let text = std::fs::read_to_string(log).unwrap_or_default();
                     let tail: Vec<&str> = text.lines().rev().take(40).collect();
@@ -307,6 +340,24 @@ impl Running {
 
     pub fn stop(&mut self) {
         match &mut self.inner {
+            Inner::Refsync {
+                child,
+                wrapped: true,
+                ..
+            } => {
+                // SIGTERM to the controller; the wrapper exits once it did (bounded).
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.pid.to_string()])
+                    .status();
+                for _ in 0..600 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             Inner::Refsync { child, .. } | Inner::Limit { child, .. } => {
                 let _ = child.kill();
                 let _ = child.wait();

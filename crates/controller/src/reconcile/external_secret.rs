@@ -18,7 +18,7 @@ use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -33,6 +33,7 @@ use refsync_core::{hash, plan};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::events::{Publisher, Reporter};
 use crate::labels::{
     ANNOTATION_DATA_HASH, ANNOTATION_FORCE_SYNC, LABEL_MANAGED, LABEL_MANAGED_VALUE, LABEL_OWNER,
 };
@@ -159,11 +160,12 @@ pub struct EsReconciler {
     pub stores: ClusterStores,
     pub sink: SecretSink,
     pub reader: Arc<KubeReader>,
-    recorder: Recorder,
+    recorder: Publisher,
     es_store: Store<ExternalSecret>,
-    /// The status this replica last wrote, by ExternalSecret uid: the cached object may lag
-    /// behind our own write, and re-deciding from a stale status would write it twice.
-    written: Mutex<HashMap<String, ExternalSecretStatus>>,
+    /// The status this replica last wrote, by ExternalSecret uid, until the cache shows that
+    /// write: the cached object may lag behind our own write, and re-deciding from a stale
+    /// status would write it twice.
+    written: Mutex<HashMap<String, WrittenStatus>>,
     failures: Mutex<HashMap<Key, u32>>,
     /// ExternalSecrets whose store changed: refresh them even within the interval.
     forced: Mutex<HashSet<Key>>,
@@ -173,6 +175,27 @@ pub struct EsReconciler {
     /// `Store::wait_until_ready` wakes only its most recent waiter, so one task waits on it
     /// and reconciles wait on this.)
     caches_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A status this replica wrote, and the `resourceVersion` the write produced.
+struct WrittenStatus {
+    revision: Option<u64>,
+    status: ExternalSecretStatus,
+}
+
+fn revision(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// Whether the cached `es` is at least as new as the write `w` (then `w` is no longer needed).
+fn cache_caught_up(es: &ExternalSecret, w: &WrittenStatus) -> bool {
+    match (
+        revision(es.metadata.resource_version.as_deref()),
+        w.revision,
+    ) {
+        (Some(cached), Some(ours)) => cached >= ours,
+        _ => es.status.as_ref() == Some(&w.status),
+    }
 }
 
 fn key_of(es: &ExternalSecret) -> Key {
@@ -224,11 +247,15 @@ fn es_trigger_hash(es: &ExternalSecret) -> Option<u64> {
 
 impl EsReconciler {
     fn status_of(&self, es: &ExternalSecret) -> ExternalSecretStatus {
-        let uid = es.metadata.uid.clone().unwrap_or_default();
-        lock(&self.written)
-            .get(&uid)
-            .cloned()
-            .unwrap_or_else(|| es.status.clone().unwrap_or_default())
+        let uid = es.metadata.uid.as_deref().unwrap_or_default();
+        let mut written = lock(&self.written);
+        if let Some(w) = written.get(uid) {
+            if !cache_caught_up(es, w) {
+                return w.status.clone();
+            }
+            written.remove(uid);
+        }
+        es.status.clone().unwrap_or_default()
     }
 
     async fn publish(&self, es: &ExternalSecret, type_: EventType, reason: &str, note: String) {
@@ -261,11 +288,7 @@ impl EsReconciler {
         self.publish(es, EventType::Warning, EVENT_UPDATE_FAILED, err.to_string())
             .await;
         status::mark_failed(st, message, Utc::now());
-        self.ctx
-            .metrics
-            .sync_calls_error
-            .with_label_values(&[&name, &ns])
-            .inc();
+        self.ctx.metrics.es_sync_error(&name, &ns);
     }
 
     async fn write_status(
@@ -284,14 +307,20 @@ impl EsReconciler {
             return Ok(());
         }
         let api: Api<ExternalSecret> = Api::namespaced(self.ctx.client.clone(), &ns);
-        status::write(&api, &name, after).await?;
+        let rv = status::write(&api, &name, after).await?;
         self.ctx
             .metrics
             .secret_writes
             .with_label_values(&["status"])
             .inc();
         if let Some(uid) = es.metadata.uid.clone() {
-            lock(&self.written).insert(uid, after.clone());
+            lock(&self.written).insert(
+                uid,
+                WrittenStatus {
+                    revision: revision(rv.as_deref()),
+                    status: after.clone(),
+                },
+            );
         }
         Ok(())
     }
@@ -741,10 +770,7 @@ async fn reconcile(es: Arc<ExternalSecret>, r: Arc<EsReconciler>) -> Result<Acti
     tracing::debug!(externalsecret = %format!("{ns}/{name}"), ok = result.is_ok(), elapsed = ?started.elapsed(), "reconciled");
     let secs = started.elapsed().as_secs_f64();
     let m = &r.ctx.metrics;
-    m.sync_calls_total.with_label_values(&[&name, &ns]).inc();
-    m.reconcile_duration
-        .with_label_values(&[&name, &ns])
-        .set(secs);
+    m.es_reconciled(&name, &ns, secs);
     m.reconcile_seconds
         .with_label_values(&[CONTROLLER])
         .observe(secs);
@@ -907,7 +933,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         reader: Arc::new(KubeReader {
             client: client.clone(),
         }),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Publisher::new(client.clone(), reporter),
         es_store: es_store.clone(),
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
@@ -921,11 +947,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let ri = r.clone();
     let es_stream = watcher(es_api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(crate::trim::external_secret)
         .reflect(es_writer)
         .inspect(move |ev| match ev {
             Ok(watcher::Event::Apply(es) | watcher::Event::InitApply(es)) => {
                 let (ns, name) = key_of(es);
                 lock(&ri.targets).set(&ns, &name, target_name(es));
+                // Our status write reached the cache: the copy is no longer needed.
+                if let Some(uid) = es.metadata.uid.as_deref() {
+                    let mut written = lock(&ri.written);
+                    if written.get(uid).is_some_and(|w| cache_caught_up(es, w)) {
+                        written.remove(uid);
+                    }
+                }
             }
             Ok(watcher::Event::Delete(es)) => {
                 let (ns, name) = key_of(es);
@@ -958,6 +992,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .any_semantic(),
     )
     .default_backoff()
+    .modify(crate::trim::managed_secret)
     .reflect(secret_writer)
     .touched_objects();
     let ri = r.clone();

@@ -17,7 +17,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::context::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
+use crate::events::{Publisher, Reporter};
 use crate::labels::{LABEL_MANAGED, LABEL_MANAGED_VALUE};
 use crate::sink::cluster::{SecretSink, WritePlan};
 use crate::sink::diff::{
@@ -92,7 +93,7 @@ pub struct ManifestReconciler {
     ctx: Arc<Context>,
     sink: SecretSink,
     reader: Arc<KubeReader>,
-    recorder: Recorder,
+    recorder: Publisher,
     opts: ManifestOptions,
     commit_info: GaugeVec,
     source_errors: IntCounterVec,
@@ -172,7 +173,7 @@ impl ManifestReconciler {
             instance: std::env::var("POD_NAME").ok(),
         };
         ManifestReconciler {
-            recorder: Recorder::new(ctx.client.clone(), reporter),
+            recorder: Publisher::new(ctx.client.clone(), reporter),
             reader: Arc::new(KubeReader {
                 client: ctx.client.clone(),
             }),
@@ -421,10 +422,7 @@ impl ManifestReconciler {
         for (key, result, secs) in results {
             let (ns, name) = &key;
             let m = &self.ctx.metrics;
-            m.sync_calls_total.with_label_values(&[name, ns]).inc();
-            m.reconcile_duration
-                .with_label_values(&[name, ns])
-                .set(secs);
+            m.es_reconciled(name, ns, secs);
             m.reconcile_seconds
                 .with_label_values(&[CONTROLLER])
                 .observe(secs);
@@ -461,7 +459,7 @@ impl ManifestReconciler {
                         .min(self.ctx.config.max_backoff);
                     st.next_due = now + backoff;
                     m.set_es_condition(name, ns, CONDITION_READY, false);
-                    m.sync_calls_error.with_label_values(&[name, ns]).inc();
+                    m.es_sync_error(name, ns);
                     m.reconcile_errors
                         .with_label_values(&[CONTROLLER, err.metric_label()])
                         .inc();
@@ -688,6 +686,7 @@ pub async fn run(
             .any_semantic(),
     )
     .default_backoff()
+    .modify(crate::trim::managed_secret)
     .reflect(secret_writer)
     .touched_objects();
     let secrets_task = tokio::spawn(async move {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use refsync_core::api::{
@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
+use crate::events::{Publisher, Reporter};
 use crate::source::cluster::store_is_ours;
 
 /// ESO's `store-requeue-interval` default: how often a store without `spec.refreshInterval`
@@ -138,7 +139,7 @@ impl StoreObject for ClusterSecretStore {
 /// The context of one store controller.
 struct StoreCtx {
     ctx: Arc<Context>,
-    recorder: Recorder,
+    recorder: Publisher,
     reader: Arc<dyn SecretReader>,
 }
 
@@ -210,7 +211,7 @@ pub async fn run<S: StoreObject>(
         instance: std::env::var("POD_NAME").ok(),
     };
     let sctx = Arc::new(StoreCtx {
-        recorder: Recorder::new(ctx.client.clone(), reporter),
+        recorder: Publisher::new(ctx.client.clone(), reporter),
         ctx,
         reader,
     });
