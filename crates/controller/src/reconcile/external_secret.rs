@@ -175,6 +175,9 @@ pub struct EsReconciler {
     /// `Store::wait_until_ready` wakes only its most recent waiter, so one task waits on it
     /// and reconciles wait on this.)
     caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// A reconcile returned without requeueing because this replica was not leading: every
+    /// ExternalSecret is reconciled again once it leads (see [`resync_all`]).
+    skipped_as_follower: AtomicBool,
 }
 
 /// A status this replica wrote, and the `resourceVersion` the write produced.
@@ -756,6 +759,7 @@ fn secret_valid(es: &ExternalSecret, live: Option<&Secret>) -> bool {
 async fn reconcile(es: Arc<ExternalSecret>, r: Arc<EsReconciler>) -> Result<Action> {
     r.backlog.started(&es);
     if !r.ctx.is_leader() {
+        r.skipped_as_follower.store(true, Ordering::SeqCst);
         return Ok(Action::await_change());
     }
     // The store and Secret caches are filled before the first decision.
@@ -889,6 +893,17 @@ fn users_of(
     users
 }
 
+/// Whether every ExternalSecret is to be reconciled now, `leading` being the leader flag at
+/// this tick: on gaining leadership, and on leading while a reconcile was skipped as a follower
+/// since the last resync (the flag can drop and come back between two ticks, as when a lease
+/// renewal fails while the lease is still valid; such a skipped reconcile requeued nothing).
+fn resync_all(leading: bool, was_leading: &AtomicBool, skipped: &AtomicBool) -> bool {
+    let was = was_leading.swap(leading, Ordering::SeqCst);
+    let gained = leading && !was;
+    // `skipped` is cleared only while leading: what a follower skips waits for leadership.
+    gained | (leading && skipped.swap(false, Ordering::SeqCst))
+}
+
 /// Builds the ExternalSecret controller and runs it until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
@@ -940,6 +955,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         forced: Mutex::new(HashSet::new()),
         targets: Mutex::new(TargetIndex::default()),
         backlog: Backlog::default(),
+        skipped_as_follower: AtomicBool::new(false),
         ctx: ctx.clone(),
     });
 
@@ -1080,7 +1096,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
     };
 
-    // Gaining the lease reconciles everything (a follower did nothing).
+    // Gaining the lease reconciles everything (a follower did nothing), and so does leading
+    // again after a reconcile was skipped as a follower, however short that was.
     let leader = ctx.leader.clone();
     let ri = r.clone();
     let was_leader = Arc::new(AtomicBool::new(leader.load(Ordering::Relaxed)));
@@ -1091,12 +1108,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let now = leader.load(Ordering::Relaxed);
-                if now && !was.swap(now, Ordering::Relaxed) {
+                let now = leader.load(Ordering::SeqCst);
+                if resync_all(now, &was, &ri.skipped_as_follower) {
                     lock(&ri.written).clear();
                     return Some(((), ()));
                 }
-                was.store(now, Ordering::Relaxed);
             }
         }
     });
@@ -1191,5 +1207,36 @@ mod tests {
         assert_eq!(b.len(), 1);
         b.forget(&key_of(&es));
         assert_eq!(b.len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod resync_tests {
+    use super::*;
+
+    #[test]
+    fn a_reconcile_skipped_during_a_short_loss_of_leadership_triggers_a_resync() {
+        let (was, skipped) = (AtomicBool::new(true), AtomicBool::new(false));
+        assert!(
+            !resync_all(true, &was, &skipped),
+            "steady leader: nothing to do"
+        );
+        // Leadership dropped and came back between two ticks; a reconcile ran in between.
+        skipped.store(true, Ordering::SeqCst);
+        assert!(resync_all(true, &was, &skipped));
+        assert!(!resync_all(true, &was, &skipped), "once only");
+    }
+
+    #[test]
+    fn a_follower_resyncs_when_it_gains_leadership_and_not_before() {
+        let (was, skipped) = (AtomicBool::new(false), AtomicBool::new(false));
+        skipped.store(true, Ordering::SeqCst);
+        assert!(!resync_all(false, &was, &skipped));
+        assert!(!resync_all(false, &was, &skipped));
+        assert!(resync_all(true, &was, &skipped));
+        assert!(!resync_all(true, &was, &skipped));
+        // Lost and gained again over two ticks: a resync for the gain.
+        assert!(!resync_all(false, &was, &skipped));
+        assert!(resync_all(true, &was, &skipped));
     }
 }
