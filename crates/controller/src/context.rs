@@ -57,3 +57,38 @@ impl Context {
         self.leader.load(Ordering::Relaxed)
     }
 }
+
+/// The backoff for kube-runtime's `Controller::trigger_backoff`: none. kube wraps all of a
+/// controller's trigger streams together in one backoff (0.8 s doubling to 30 s, reset only
+/// after 2 minutes without an error), so a single failing watch held every trigger, the
+/// reconcile of everything on gaining the lease included, for as long as that backoff: after an
+/// apiserver restart followed by an etcd restart, over 8 s with the lease already back. Each
+/// watch refsync hands a controller has a backoff of its own (`default_backoff()`), so a failing
+/// watch still does not retry in a tight loop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_trigger_backoff_never_waits_and_never_gives_up() {
+        let mut b = NoTriggerBackoff;
+        for _ in 0..100 {
+            assert_eq!(b.next(), Some(Duration::ZERO));
+        }
+    }
+}

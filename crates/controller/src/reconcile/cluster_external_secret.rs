@@ -1147,6 +1147,7 @@ pub async fn run(
 
     Controller::for_stream(ces_stream, ces_store)
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency.max(1)))
+        .trigger_backoff(crate::context::NoTriggerBackoff)
         .reconcile_all_on(ns_changes)
         .reconcile_all_on(leader_acquired)
         .reconcile_on(es_changes)

@@ -31,7 +31,7 @@ use refsync_core::duration::parse_go_duration;
 use refsync_core::plan::StoreName;
 use refsync_core::{hash, plan};
 
-use crate::context::Context;
+use crate::context::{Context, NoTriggerBackoff};
 use crate::error::{Error, Result};
 use crate::events::{Publisher, Reporter};
 use crate::labels::{
@@ -1125,6 +1125,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
     Controller::for_stream(es_stream, es_store)
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
+        .trigger_backoff(NoTriggerBackoff)
         .watches_stream(secret_stream, secret_mapper)
         .watches_stream(ss_stream, ss_mapper)
         .watches_stream(css_stream, css_mapper)

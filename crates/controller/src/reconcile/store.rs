@@ -181,6 +181,7 @@ pub async fn run<S: StoreObject>(
         .with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency.max(1)),
         )
+        .trigger_backoff(crate::context::NoTriggerBackoff)
         .reconcile_all_on(leader_acquired)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
