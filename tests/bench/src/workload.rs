@@ -102,28 +102,12 @@ pub async fn install_crds(
         .await
         .with_context(|| format!("apply CRD {name}"))?;
     }
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = api.get(&name).await?;
-            let established = got
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} not Established within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let names: Vec<String> = crds
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
+    refsync_testenv::kube_env::wait_crds_established(client, &names, Duration::from_secs(60))
+        .await?;
     Ok(())
 }
 

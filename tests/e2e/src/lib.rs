@@ -10,6 +10,9 @@ use std::sync::OnceLock;
 use base64::Engine;
 
 pub mod gcp;
+pub mod process;
+
+pub use process::ControllerProcess;
 
 /// The `refsync` binary of this build: next to the test executable's `deps/` directory, built
 /// with `cargo build -p refsync` if it is not there yet.
@@ -113,6 +116,7 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, Patch, PatchParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
     for crd in refsync_api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
@@ -121,26 +125,12 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
             &Patch::Apply(&crd),
         )
         .await?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let got = api.get(&name).await?;
-            let established = got
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "CRD {name} not Established within 30s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        names.push(name);
     }
-    Ok(())
+    refsync_testenv::kube_env::wait_crds_established(
+        client,
+        &names,
+        std::time::Duration::from_secs(60),
+    )
+    .await
 }

@@ -113,60 +113,18 @@ fn start_backends(client: &Client, ns: &str, moto: &Moto, gcp: Option<String>) -
     Running(Some(tx))
 }
 
-async fn admin_conf(moto: &Moto) -> aws_config::SdkConfig {
-    let creds = aws_credential_types::Credentials::new(
-        moto.access_key_id(),
-        moto.secret_access_key(),
-        None,
-        None,
-        "test",
-    );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(moto.region()))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(creds)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .load()
-        .await
-}
-
-/// Creates or updates a Secrets Manager secret (test fixture, through the AWS SDK).
+/// Creates or updates a Secrets Manager secret (test fixture).
 async fn sm_put(moto: &Moto, name: &str, value: &str) {
-    let sm = aws_sdk_secretsmanager::Client::new(&admin_conf(moto).await);
-    match sm
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
+    moto.sm_put(name, value)
         .await
-    {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_exists_exception()) =>
-        {
-            sm.put_secret_value()
-                .secret_id(name)
-                .secret_string(value)
-                .send()
-                .await
-                .expect("PutSecretValue");
-        }
-        Err(e) => panic!("CreateSecret {name}: {e:?}"),
-    }
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Creates or overwrites a SecureString parameter (test fixture).
 async fn ssm_put(moto: &Moto, name: &str, value: &str) {
-    let ssm = aws_sdk_ssm::Client::new(&admin_conf(moto).await);
-    ssm.put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
+    moto.ssm_put(name, value)
         .await
-        .unwrap_or_else(|e| panic!("PutParameter {name}: {e:?}"));
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// The Kubernetes Secret with moto's throwaway keys, and a store of `service` using it.

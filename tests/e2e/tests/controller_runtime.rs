@@ -5,8 +5,6 @@
 //! own controller class (ClusterSecretStores carry it in `spec.controller`), so tests running in
 //! parallel against the shared apiserver do not see each other's objects.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,134 +12,28 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use refsync_api::{ClusterSecretStore, ExternalSecret, SecretStore, SecretStoreStatus};
+use refsync_e2e::ControllerProcess;
 use refsync_testenv::{KubeEnv, OpenBao};
 use serde_json::json;
 
-/// A running `refsync controller`; killed when dropped. Its log goes to a file.
-struct ControllerProcess {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// `refsync controller` as `name` (`POD_NAME`) against `env` with `args`, logging at
+/// `$REFSYNC_E2E_LOG` (default `info,kube=warn`).
+fn start(env: &KubeEnv, name: &str, args: &[&str]) -> ControllerProcess {
+    ControllerProcess::builder(name)
+        .kubeconfig_of(&env.kubeconfig())
+        .args(args)
+        .start()
 }
 
-impl ControllerProcess {
-    /// Starts `refsync controller --kubeconfig … --metrics-addr/--health-addr 127.0.0.1:<free>`
-    /// plus `args`, with `POD_NAME=name` (the leader identity and the Events' instance).
-    fn start(env: &KubeEnv, name: &str, args: &[&str]) -> ControllerProcess {
-        let level = std::env::var("REFSYNC_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".into());
-        Self::start_with_log(env, name, args, &level)
-    }
-
-    fn start_with_log(env: &KubeEnv, name: &str, args: &[&str], level: &str) -> ControllerProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        env.write_kubeconfig(&kubeconfig).unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.path().join("controller.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(refsync_e2e::refsync_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .args(["--log-level", level])
-            .args(args)
-            .env("POD_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start refsync controller");
-        ControllerProcess {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = match reqwest::get(self.url(path)).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("GET {path}: {e:?}");
-                return None;
-            }
-        };
-        let status = resp.status().as_u16();
-        Some((status, resp.text().await.ok()?))
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    }
-
-    /// The value of one sample line (`name{labels}`) in `/metrics`.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        metric_value(&self.metrics().await, series)
-    }
-
-    async fn wait_ready(&self) {
-        let t0 = Instant::now();
-        loop {
-            if let Some((200, _)) = self.get("/readyz").await {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "controller not ready within 60s; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
+fn start_with_log(env: &KubeEnv, name: &str, args: &[&str], level: &str) -> ControllerProcess {
+    ControllerProcess::builder(name)
+        .kubeconfig_of(&env.kubeconfig())
+        .args(args)
+        .log_level(Some(level))
+        .start()
 }
 
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+const READY: Duration = Duration::from_secs(60);
 
 /// Polls `f` every 100 ms until it returns `Some`, failing after `timeout` with `what`.
 async fn wait_for<T, F, Fut>(timeout: Duration, what: impl Fn() -> String, mut f: F) -> T
@@ -233,7 +125,7 @@ async fn stores_are_validated_and_reported_like_eso() {
     refsync_e2e::install_crds(&client).await.unwrap();
     let ns = env.create_namespace("ctl-stores").await.unwrap();
     let class = format!("class-{ns}");
-    let ctl = ControllerProcess::start(
+    let ctl = start(
         env,
         "stores",
         &[
@@ -244,7 +136,7 @@ async fn stores_are_validated_and_reported_like_eso() {
             &class,
         ],
     );
-    ctl.wait_ready().await;
+    ctl.wait_ready(READY).await;
     assert_eq!(ctl.get("/healthz").await, Some((200, "ok".into())));
 
     let api: Api<SecretStore> = Api::namespaced(client.clone(), &ns);
@@ -444,7 +336,7 @@ async fn sigterm_stops_the_process_cleanly_and_quickly() {
     refsync_e2e::install_crds(&client).await.unwrap();
     let ns = env.create_namespace("ctl-term").await.unwrap();
     let lease = "refsync-term";
-    let mut ctl = ControllerProcess::start(
+    let mut ctl = start(
         env,
         "term",
         &[
@@ -458,7 +350,7 @@ async fn sigterm_stops_the_process_cleanly_and_quickly() {
             lease,
         ],
     );
-    ctl.wait_ready().await;
+    ctl.wait_ready(READY).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     wait_for(
         Duration::from_secs(20),
@@ -518,10 +410,10 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_kill_9() {
         "--lease-duration",
         &lease_secs.to_string(),
     ];
-    let a = ControllerProcess::start(env, "replica-a", &args);
-    let b = ControllerProcess::start(env, "replica-b", &args);
-    a.wait_ready().await;
-    b.wait_ready().await;
+    let a = start(env, "replica-a", &args);
+    let b = start(env, "replica-b", &args);
+    a.wait_ready(READY).await;
+    b.wait_ready(READY).await;
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let holder = wait_for(
@@ -675,7 +567,7 @@ async fn a_sync_shows_in_metrics_and_the_value_never_in_logs_or_metrics() {
     )
     .await;
 
-    let ctl = ControllerProcess::start_with_log(
+    let ctl = start_with_log(
         env,
         "sync",
         &[
@@ -688,7 +580,7 @@ async fn a_sync_shows_in_metrics_and_the_value_never_in_logs_or_metrics() {
         // Everything refsync logs, down to trace.
         "trace,kube=debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info,reqwest=info",
     );
-    ctl.wait_ready().await;
+    ctl.wait_ready(READY).await;
     let pp = PostParams::default();
     let creds: Secret = serde_json::from_value(json!({
         "metadata": {"name": "vault-creds"}, "stringData": {"token": bao.root_token()}

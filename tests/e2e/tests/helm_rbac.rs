@@ -16,7 +16,7 @@
 mod controller_es_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use controller_es_support as es;
@@ -34,6 +34,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Resource};
 use refsync_api::{ClusterExternalSecret, ClusterSecretStore, SecretStore};
+use refsync_e2e::ControllerProcess;
 use refsync_testenv::KubeEnv;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -197,77 +198,38 @@ async fn client_for(kc: &Kubeconfig) -> Client {
 
 /// `refsync controller` (or `refsync webhook`: the subcommand is the first chart argument) as
 /// the chart's ServiceAccount with the chart's arguments (HTTP addresses moved to a free local
-/// port); killed when dropped.
-struct ControllerProcess {
-    child: Child,
-    /// Port of `/metrics`, `/healthz` and `/readyz`.
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// port).
+fn start_as_chart(
+    kubeconfig: &Kubeconfig,
+    chart_args: &[String],
+    pod_ns: &str,
+) -> ControllerProcess {
+    let args = chart_args
+        .iter()
+        .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"));
+    ControllerProcess::builder("refsync-helm-0")
+        .command(args)
+        .kubeconfig_of(kubeconfig)
+        .log_level(None)
+        .env("POD_NAMESPACE", pod_ns)
+        .start()
 }
 
-impl ControllerProcess {
-    fn start(kubeconfig: &Kubeconfig, chart_args: &[String], pod_ns: &str) -> ControllerProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kubeconfig");
-        std::fs::write(&path, serde_json::to_vec(kubeconfig).unwrap()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let args: Vec<&String> = chart_args
-            .iter()
-            .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"))
-            .collect();
-        let log = dir.path().join("controller.log");
-        let child = Command::new(refsync_e2e::refsync_bin())
-            .args(&args)
-            .arg("--kubeconfig")
-            .arg(&path)
-            .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .env("POD_NAME", "refsync-helm-0")
-            .env("POD_NAMESPACE", pod_ns)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start refsync controller");
-        ControllerProcess {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails if the apiserver refused any of the controller's requests.
-    fn assert_never_forbidden(&self) {
-        let log = self.log();
-        let refused: Vec<&str> = log
-            .lines()
-            .filter(|l| {
-                let l = l.to_ascii_lowercase();
-                l.contains("forbidden") || l.contains("403")
-            })
-            .collect();
-        assert!(
-            refused.is_empty(),
-            "the apiserver refused requests of the chart's ServiceAccount:\n{}",
-            refused.join("\n")
-        );
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Fails if the apiserver refused any of the process's requests.
+fn assert_never_forbidden(ctl: &ControllerProcess) {
+    let log = ctl.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("forbidden") || l.contains("403")
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the apiserver refused requests of the chart's ServiceAccount:\n{}",
+        refused.join("\n")
+    );
 }
 
 /// One SubjectAccessReview: may `user` do `verb` on `resource` (`resource/subresource`) of
@@ -538,7 +500,7 @@ async fn cluster_install_rbac_is_enough_and_no_more() {
     // Built (or found) first: the timing below is the controller's, not the build's.
     refsync_e2e::refsync_bin();
     let t0 = Instant::now();
-    let ctl = ControllerProcess::start(&kc, &args, &release_ns);
+    let ctl = start_as_chart(&kc, &args, &release_ns);
 
     wait_lease(&admin, &release_ns, "refsync-controller", &ctl).await;
     wait_store_ready(
@@ -668,7 +630,7 @@ async fn cluster_install_rbac_is_enough_and_no_more() {
     )
     .await;
 
-    ctl.assert_never_forbidden();
+    assert_never_forbidden(&ctl);
     eprintln!(
         "cluster install: full sync as the chart's ServiceAccount in {:.1?}",
         synced
@@ -845,7 +807,7 @@ async fn namespaced_install_rbac_is_enough_and_no_more() {
     // Built (or found) first: the timing below is the controller's, not the build's.
     refsync_e2e::refsync_bin();
     let t0 = Instant::now();
-    let ctl = ControllerProcess::start(&kc, &args, &release_ns);
+    let ctl = start_as_chart(&kc, &args, &release_ns);
     wait_lease(&admin, &release_ns, "refsync-scoped", &ctl).await;
     wait_store_ready(
         &Api::<SecretStore>::namespaced(admin.clone(), &app),
@@ -856,7 +818,7 @@ async fn namespaced_install_rbac_is_enough_and_no_more() {
     wait_secret(&admin, &app, "tok", "token", "t-42", &ctl).await;
     es::wait_reason(&admin, &app, "tok", "SecretSynced").await;
     let synced = t0.elapsed();
-    ctl.assert_never_forbidden();
+    assert_never_forbidden(&ctl);
     eprintln!(
         "namespaced install: full sync as the chart's ServiceAccount in {:.1?}",
         synced
@@ -994,7 +956,7 @@ async fn webhook_self_managed_certificate_rbac() {
     args.extend([format!("--port={https}"), "--bind=127.0.0.1".into()]);
 
     let kc = service_account_kubeconfig(&admin, &release_ns, &webhook).await;
-    let ctl = ControllerProcess::start(&kc, &args, &release_ns);
+    let ctl = start_as_chart(&kc, &args, &release_ns);
     es::wait_for(
         &format!("caBundle injected into {webhook} (log:\n{})", ctl.log()),
         Duration::from_secs(30),
@@ -1028,7 +990,7 @@ async fn webhook_self_managed_certificate_rbac() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ctl.assert_never_forbidden();
+    assert_never_forbidden(&ctl);
 
     let user = sa_user(&release_ns, &webhook);
     let a = "admissionregistration.k8s.io";

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -27,6 +27,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use refsync_api::ExternalSecret;
+use refsync_e2e::ControllerProcess;
 use refsync_testenv::KubeEnv;
 use serde_json::{Value, json};
 
@@ -433,75 +434,15 @@ fn render_and_validate_refuse_every_hostile_case_cleanly() {
     );
 }
 
-/// A running `refsync controller`; killed when dropped. Its log goes to a file.
-struct ControllerProcess {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ControllerProcess {
-    fn start(env: &KubeEnv, ns: &str) -> ControllerProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        env.write_kubeconfig(&kubeconfig).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.path().join("controller.log");
-        let child = Command::new(refsync_e2e::refsync_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .args(["--log-level", "info,kube=warn"])
-            .args(["--leader-elect=false", "--namespace", ns])
-            .args(["--controller-class", &format!("class-{ns}")])
-            .env("POD_NAME", "hostile")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start refsync controller");
-        ControllerProcess {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        plain(&std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    async fn get(&self, path: &str) -> Option<u16> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        reqwest::get(url).await.ok().map(|r| r.status().as_u16())
-    }
-
-    async fn wait_ready(&self) {
-        let t0 = Instant::now();
-        while self.get("/readyz").await != Some(200) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "controller not ready within 60s; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `refsync controller` confined to `ns` and its own controller class, without leader election.
+fn start_controller(env: &KubeEnv, ns: &str) -> ControllerProcess {
+    ControllerProcess::builder("hostile")
+        .kubeconfig_of(&env.kubeconfig())
+        .log_level(Some("info,kube=warn"))
+        .args(["--leader-elect=false", "--namespace", ns])
+        .args(["--controller-class", &format!("class-{ns}")])
+        .env("NO_COLOR", "1")
+        .start()
 }
 
 /// `group/version` + `kind` → the API resource (plural: lowercase kind + `s`, true for every
@@ -550,8 +491,8 @@ async fn the_controller_refuses_hostile_objects_and_keeps_syncing() {
     let client = env.client().await;
     refsync_e2e::install_crds(&client).await.unwrap();
     let ns = env.create_namespace("hostile").await.unwrap();
-    let ctl = ControllerProcess::start(env, &ns);
-    ctl.wait_ready().await;
+    let ctl = start_controller(env, &ns);
+    ctl.wait_ready(Duration::from_secs(60)).await;
 
     // The documents of every case the apiserver accepts, in this test's namespace. The cases
     // share `SecretStore fake` with different extra keys: its data lists are merged.
@@ -670,7 +611,7 @@ async fn the_controller_refuses_hostile_objects_and_keeps_syncing() {
         pending.is_empty(),
         "ExternalSecrets that did not reach the expected Ready status in 120s:\n  {}\nlog tail:\n{}",
         pending.join("\n  "),
-        ctl.log()
+        plain(&ctl.log())
             .lines()
             .rev()
             .take(40)
@@ -684,7 +625,7 @@ async fn the_controller_refuses_hostile_objects_and_keeps_syncing() {
         .await
         .unwrap()
         .items;
-    let log = ctl.log();
+    let log = plain(&ctl.log());
     let mut unexplained = Vec::new();
     for (case, name) in expected.iter().filter(|(c, _)| c.expect != Expect::Ok) {
         let es = es_api.get(name).await.unwrap();
@@ -751,11 +692,11 @@ async fn the_controller_refuses_hostile_objects_and_keeps_syncing() {
     assert!(
         ctl.child.try_wait().unwrap().is_none(),
         "the controller exited; log:\n{}",
-        ctl.log()
+        plain(&ctl.log())
     );
-    assert_eq!(ctl.get("/healthz").await, Some(200), "healthz");
-    assert_eq!(ctl.get("/readyz").await, Some(200), "readyz");
-    let log = ctl.log();
+    assert_eq!(ctl.get("/healthz").await.map(|r| r.0), Some(200), "healthz");
+    assert_eq!(ctl.get("/readyz").await.map(|r| r.0), Some(200), "readyz");
+    let log = plain(&ctl.log());
     for m in CRASH_MARKERS {
         assert!(!log.contains(m), "controller log contains {m:?}");
     }

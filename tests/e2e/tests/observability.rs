@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use refsync_api::{ClusterSecretStore, ExternalSecret, SecretStore};
+use refsync_e2e::ControllerProcess;
 use refsync_testenv::{KubeEnv, OpenBao};
 use serde_json::{Value, json};
 
@@ -441,66 +441,6 @@ fn dashboard_uses_a_datasource_variable_and_every_alert_is_annotated() {
 // ---------------------------------------------------------------------------------------------
 // The running controller's /metrics.
 
-/// A running `refsync controller`; killed when dropped.
-struct Controller {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Controller {
-    fn start(env: &KubeEnv, args: &[&str]) -> Controller {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        env.write_kubeconfig(&kubeconfig).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.path().join("controller.log");
-        let child = Command::new(refsync_e2e::refsync_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .args(["--log-level", "info,kube=warn"])
-            .args(args)
-            .env("POD_NAME", "observability")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start refsync controller");
-        Controller {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
-            .await
-            .ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.text().await.ok()?))
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls `f` every 200 ms until it returns `Some`; `None` after `timeout`.
 async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
@@ -558,16 +498,17 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported_by_the_control
     )
     .await;
 
-    let ctl = Controller::start(
-        env,
-        &[
+    let ctl = ControllerProcess::builder("observability")
+        .kubeconfig_of(&env.kubeconfig())
+        .log_level(Some("info,kube=warn"))
+        .args([
             "--leader-elect=false",
             "--namespace",
             &ns,
             "--controller-class",
             &class,
-        ],
-    );
+        ])
+        .start();
     let ready = poll(Duration::from_secs(60), || async {
         (ctl.get("/readyz").await?.0 == 200).then_some(())
     })

@@ -5,28 +5,6 @@
 use base64::Engine;
 use refsync_e2e::{manifest_dir, render};
 use refsync_testenv::Moto;
-use serde_json::{Value, json};
-
-/// One AWS JSON-protocol call to moto (which checks no signature).
-async fn call(moto: &Moto, service: &str, target: &str, body: Value) -> Value {
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00",
-        moto.access_key_id()
-    );
-    let resp = reqwest::Client::new()
-        .post(moto.endpoint())
-        .header("X-Amz-Target", target)
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .header("Authorization", auth)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("moto request");
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert!(status.is_success(), "{target}: HTTP {status}: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -36,39 +14,17 @@ fn b64(s: &str) -> String {
 async fn render_reads_secrets_manager_and_parameter_store_from_moto() {
     let moto = Moto::shared().await;
     let p = moto.unique_prefix("e2e-aws");
-    let sm =
-        |name: &str, value: &str| json!({ "Name": format!("{p}/{name}"), "SecretString": value });
-    call(
-        moto,
-        "secretsmanager",
-        "secretsmanager.CreateSecret",
-        sm(
+    for (name, value) in [
+        (
             "db",
             r#"{"username":"admin","password":"pw-e2e","conn.url":"pg://db"}"#,
         ),
-    )
-    .await;
-    call(
-        moto,
-        "secretsmanager",
-        "secretsmanager.CreateSecret",
-        sm("app/a", "value-a"),
-    )
-    .await;
-    call(
-        moto,
-        "secretsmanager",
-        "secretsmanager.CreateSecret",
-        sm("app/b", "value-b"),
-    )
-    .await;
-    call(
-        moto,
-        "ssm",
-        "AmazonSSM.PutParameter",
-        json!({ "Name": format!("/{p}/feature"), "Value": "on", "Type": "SecureString" }),
-    )
-    .await;
+        ("app/a", "value-a"),
+        ("app/b", "value-b"),
+    ] {
+        moto.sm_put(&format!("{p}/{name}"), value).await.unwrap();
+    }
+    moto.ssm_put(&format!("/{p}/feature"), "on").await.unwrap();
 
     let stores = format!(
         r#"apiVersion: v1

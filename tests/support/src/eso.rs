@@ -70,7 +70,6 @@ pub fn eso_crds_dir() -> anyhow::Result<PathBuf> {
 /// YAML: the apiserver decodes `application/apply-patch+yaml` itself) under field manager
 /// `refsync-testenv-eso` and waits until each is Established. Returns the CRD names.
 pub async fn install_eso_crds(client: &kube::Client) -> anyhow::Result<Vec<String>> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let dir = eso_crds_dir()?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -110,31 +109,9 @@ pub async fn install_eso_crds(client: &kube::Client) -> anyhow::Result<Vec<Strin
             .with_context(|| format!("apply CRD {name} from {}", file.display()))?;
         names.push(name);
     }
-    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for name in &names {
-        loop {
-            let crd = api
-                .get(name)
-                .await
-                .with_context(|| format!("get CRD {name}"))?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("ESO CRD {name} not Established within 60s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    crate::kube_env::wait_crds_established(client, &names, Duration::from_secs(60))
+        .await
+        .context("ESO CRDs")?;
     Ok(names)
 }
 

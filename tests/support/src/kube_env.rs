@@ -604,3 +604,40 @@ rules:
         "--audit-log-maxsize=0".into(),
     ])
 }
+
+/// Waits until every CRD in `names` has the condition `Established=True` (its API is served),
+/// failing after `timeout` with the name of the first that is not.
+pub async fn wait_crds_established(
+    client: &Client,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = std::time::Instant::now() + timeout;
+    for name in names {
+        loop {
+            let crd = api
+                .get(name)
+                .await
+                .with_context(|| format!("get CRD {name}"))?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "CRD {name} not Established within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -142,6 +142,82 @@ impl Moto {
     pub fn log_tail(&self, n: usize) -> String {
         self.proc.log_tail(n)
     }
+
+    /// One AWS JSON-protocol call (`target` like `secretsmanager.CreateSecret`; moto checks no
+    /// signature): the HTTP status and the response body.
+    pub async fn call(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let service = match target.split_once('.') {
+            Some(("AmazonSSM", _)) => "ssm",
+            Some((prefix, _)) => prefix,
+            None => anyhow::bail!("AWS target {target}: expected `<service>.<Operation>`"),
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}/20260101/{REGION}/{service}/aws4_request, \
+             SignedHeaders=host, Signature=00",
+            self.access_key_id
+        );
+        let resp = reqwest::Client::new()
+            .post(&self.endpoint)
+            .header("X-Amz-Target", target)
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header("Authorization", auth)
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("moto {target}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// [`Moto::call`] that fails on a status other than 2xx.
+    pub async fn call_ok(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, resp) = self.call(target, body).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "moto {target}: HTTP {status}: {resp}"
+        );
+        Ok(resp)
+    }
+
+    /// Creates the Secrets Manager secret `name` with `value`, or puts `value` as its new
+    /// current version if it exists.
+    pub async fn sm_put(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let create = serde_json::json!({ "Name": name, "SecretString": value });
+        let (status, resp) = self.call("secretsmanager.CreateSecret", &create).await?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            resp["__type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ResourceExistsException")),
+            "moto CreateSecret {name}: HTTP {status}: {resp}"
+        );
+        let put = serde_json::json!({ "SecretId": name, "SecretString": value });
+        self.call_ok("secretsmanager.PutSecretValue", &put).await?;
+        Ok(())
+    }
+
+    /// Creates or overwrites the SecureString parameter `name`.
+    pub async fn ssm_put(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "Name": name, "Value": value, "Type": "SecureString", "Overwrite": true
+        });
+        self.call_ok("AmazonSSM.PutParameter", &body).await?;
+        Ok(())
+    }
 }
 
 /// Starts `moto_server` on `port` and waits until it answers.

@@ -143,8 +143,10 @@ impl OpenBao {
         })
         .await?;
         let http = http_client()?;
+        // Init writes the keyring to raft: over the client's 10 s on a loaded 2-core machine.
         let init: serde_json::Value = http
             .put(format!("{addr}/v1/sys/init"))
+            .timeout(Duration::from_secs(60))
             .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
             .send()
             .await

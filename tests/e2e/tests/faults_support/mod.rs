@@ -1,10 +1,8 @@
-//! Helpers of the fault-matrix test: a TCP proxy that delays responses, the `refsync controller`
-//! subprocess, snapshots of the target Secrets and the apiserver's own count of Secret writes.
+//! Helpers of the fault-matrix test: a TCP proxy that delays responses, snapshots of the target
+//! Secrets and the apiserver's own count of Secret writes.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,111 +110,6 @@ impl Drop for SlowProxy {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
-    }
-}
-
-/// A running `refsync controller`; killed when dropped. Its log goes to a file.
-pub struct ControllerProcess {
-    pub child: Child,
-    pub name: String,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ControllerProcess {
-    /// `refsync controller --kubeconfig … --metrics-addr/--health-addr 127.0.0.1:<free>` plus
-    /// `args`, with `POD_NAME=name` (the leader identity starts with it) and `envs`.
-    pub fn start(
-        kubeconfig: &Path,
-        name: &str,
-        args: &[String],
-        envs: &[(&str, String)],
-    ) -> ControllerProcess {
-        let level = std::env::var("REFSYNC_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".into());
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.path().join("controller.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(refsync_e2e::refsync_bin())
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--metrics-addr", &addr, "--health-addr", &addr])
-            .args(["--log-level", &level])
-            .args(args)
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("POD_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start refsync controller");
-        ControllerProcess {
-            child,
-            name: name.to_string(),
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
-            .await
-            .ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.text().await.ok()?))
-    }
-
-    pub async fn wait_ready(&self, timeout: Duration) {
-        let t0 = Instant::now();
-        while !matches!(self.get("/readyz").await, Some((200, _))) {
-            assert!(
-                t0.elapsed() < timeout,
-                "controller {} not ready within {timeout:?}; log:\n{}",
-                self.name,
-                self.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `kill -9`, and reaps the process.
-    pub fn kill9(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -KILL {} failed", self.child.id());
-        let _ = self.child.wait();
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
