@@ -14,7 +14,9 @@
 //!   every operation is kept).
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use refsync_core::api::ExternalSecret;
+use serde_json::{Map, Value};
 
 use crate::context::FIELD_MANAGER;
 
@@ -23,16 +25,55 @@ pub fn external_secret(es: &mut ExternalSecret) {
     es.metadata.managed_fields = None;
 }
 
-/// Drops the `managedFields` entries of other field managers.
+/// Drops the `managedFields` entries of other field managers, and of refsync's own entries
+/// keeps only what [`crate::sink::cluster::applied_by_us`] reads: the data keys, label keys and
+/// annotation keys (not the ownerReference, type and timestamps of the full field set).
 pub fn managed_secret(secret: &mut Secret) {
     if let Some(mf) = secret.metadata.managed_fields.as_mut() {
         mf.retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
         if mf.is_empty() {
             secret.metadata.managed_fields = None;
         } else {
+            for e in mf.iter_mut() {
+                e.time = None;
+                if let Some(FieldsV1(fields)) = e.fields_v1.as_mut() {
+                    *fields = key_sets(fields);
+                }
+            }
             mf.shrink_to_fit();
         }
     }
+}
+
+/// `{f:data: {f:k: {}}, f:metadata: {f:labels: {..}, f:annotations: {..}}}` of a field set,
+/// each key's own subtree emptied.
+fn key_sets(fields: &Value) -> Value {
+    fn only_keys(v: &Value) -> Value {
+        Value::Object(
+            v.as_object()
+                .map(|o| {
+                    o.keys()
+                        .filter(|k| k.starts_with("f:"))
+                        .map(|k| (k.clone(), Value::Object(Map::new())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+    let mut out = Map::new();
+    if let Some(d) = fields.get("f:data") {
+        out.insert("f:data".into(), only_keys(d));
+    }
+    if let Some(m) = fields.get("f:metadata") {
+        let mut meta = Map::new();
+        for k in ["f:labels", "f:annotations"] {
+            if let Some(v) = m.get(k) {
+                meta.insert(k.into(), only_keys(v));
+            }
+        }
+        out.insert("f:metadata".into(), Value::Object(meta));
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -99,6 +140,37 @@ mod tests {
         foreign.metadata.managed_fields = Some(vec![entry("x", "Update", serde_json::json!({}))]);
         managed_secret(&mut foreign);
         assert_eq!(foreign.metadata.managed_fields, None);
+    }
+
+    #[test]
+    fn our_entry_keeps_only_the_key_sets() {
+        let mut s = Secret::default();
+        s.metadata.managed_fields = Some(vec![entry(
+            FIELD_MANAGER,
+            "Apply",
+            serde_json::json!({
+                "f:data": {".": {}, "f:a": {}, "f:b": {}},
+                "f:metadata": {
+                    "f:labels": {"f:l": {}},
+                    "f:annotations": {"f:h": {}},
+                    "f:ownerReferences": {"k:{\"uid\":\"e\"}": {"f:name": {}}},
+                },
+                "f:type": {},
+                "f:immutable": {},
+            }),
+        )]);
+        let before = applied_by_us(&s);
+        managed_secret(&mut s);
+        let mf = s.metadata.managed_fields.as_ref().unwrap();
+        assert_eq!(
+            mf[0].fields_v1.as_ref().unwrap().0,
+            serde_json::json!({
+                "f:data": {"f:a": {}, "f:b": {}},
+                "f:metadata": {"f:labels": {"f:l": {}}, "f:annotations": {"f:h": {}}},
+            })
+        );
+        assert_eq!(applied_by_us(&s), before);
+        assert_eq!(before.data.len(), 2);
     }
 
     #[test]

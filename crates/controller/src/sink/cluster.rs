@@ -299,6 +299,8 @@ impl SecretSink {
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(false),
             Err(e) => return Err(Error::kube(format!("create Secret {namespace}/{name}"), e)),
         };
+        let mut created = created;
+        crate::trim::managed_secret(&mut created);
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -339,6 +341,7 @@ impl SecretSink {
                     Error::kube(format!("remove keys from Secret {namespace}/{name}"), e)
                 })?;
         }
+        crate::trim::managed_secret(&mut applied);
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
