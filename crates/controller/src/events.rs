@@ -243,7 +243,9 @@ mod tests {
     use super::*;
 
     fn publisher() -> Publisher {
-        // A client that is never used: these tests cover the decisions only.
+        // A client that is never used: these tests cover the decisions only. Building one
+        // needs a rustls crypto provider chosen when several are linked (workspace builds).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         Publisher::new(
